@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny random-weight model (no training, no ../shared data needed)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vqcodec.models.image_autoencoder import ImageAutoencoderConfig
+from vqcodec.models.image_model import ImageModelConfig, VQImageModel
+from vqcodec.models.registry import load_model, save_model
+
+TINY_CONFIG = ImageModelConfig(
+    autoencoder=ImageAutoencoderConfig(latent_dim=4, widths=(8, 8, 8), encoder_blocks=(1, 0, 0),
+                                       decoder_blocks=(1, 0, 0)),
+    num_stages=4, num_codes=16, min_dropout_stages=1, prior_width=8, prior_depth=1)
+
+
+def make_tiny_model(seed: int = 0) -> VQImageModel:
+    torch.manual_seed(seed)
+    model = VQImageModel(TINY_CONFIG)
+    with torch.no_grad():
+        for s, vq in enumerate(model.quantizer.stages):
+            vq.codebook.copy_(torch.randn_like(vq.codebook) * 0.5 ** s)
+            vq.initialized.fill_(True)
+        for p in model.prior.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_model(make_tiny_model(), path, name="tiny-test", qualities=[1, 2, 3, 4], default_quality=3)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_path):
+    return load_model(tiny_model_path)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -1,0 +1,132 @@
+"""`vqcodec` command line: compress, decompress, info, train."""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from ..codec.container import ContainerError, read_header
+from ..codec.device import DeviceError
+from ..codec.image_io import InputError
+from ..models.registry import ModelError
+
+USER_ERRORS = (InputError, ContainerError, ModelError, DeviceError)
+
+
+def user_errors(func):
+    """Turn expected failures into one line on stderr and exit status 1 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except USER_ERRORS as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except OSError as e:
+            click.echo(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def read_input(path: str) -> bytes:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"no such file: {path}")
+    if p.is_dir():
+        raise InputError(f"is a folder, not a file: {path}")
+    return p.read_bytes()
+
+
+device_option = click.option("--device", default="auto", show_default=True,
+                             type=click.Choice(["auto", "cpu", "cuda"]),
+                             help="Where the networks run.")
+model_option = click.option("--model", default=None,
+                            help="Shipped model name or path to a .safetensors model file.")
+
+
+@click.group()
+@click.version_option(package_name="vqcodec")
+def cli() -> None:
+    """vqcodec: neural image compression with residual vector quantization."""
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT")
+@click.argument("output_path", metavar="OUTPUT")
+@click.option("--quality", "-q", type=int, default=None,
+              help="Rate setting 1..N of the model (higher: more bits, better quality).")
+@model_option
+@device_option
+@user_errors
+def compress(input_path: str, output_path: str, quality: int | None, model: str | None,
+             device: str) -> None:
+    """Compress an image (PNG, JPEG, ...) into a .vqc file."""
+    from ..codec.atomic import write_atomically
+    from ..codec.image_codec import compress_image
+    from ..codec.image_io import load_image
+    from ..models.registry import DEFAULT_IMAGE_MODEL
+
+    image = load_image(input_path)
+    result = compress_image(image, model=model or DEFAULT_IMAGE_MODEL, quality=quality,
+                            device=device)
+    write_atomically(output_path, result.data)
+    h = result.header
+    click.echo(f"{input_path} -> {output_path}: {len(result.data)} bytes, {result.bpp:.4f} bpp "
+               f"(payload {result.payload_bpp:.4f} bpp, prior NLL "
+               f"{result.nll_bits / result.num_pixels:.4f} bpp), {h.shape[2]}x{h.shape[1]}, "
+               f"{h.num_stages} stages, {result.seconds:.2f} s")
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT")
+@click.argument("output_path", metavar="OUTPUT")
+@model_option
+@device_option
+@user_errors
+def decompress(input_path: str, output_path: str, model: str | None, device: str) -> None:
+    """Decode a .vqc file to an image (format from OUTPUT's suffix, e.g. .png)."""
+    import time
+
+    from ..codec.image_codec import decompress_image
+    from ..codec.image_io import save_image
+
+    start = time.perf_counter()
+    array = decompress_image(read_input(input_path), model=model, device=device)
+    save_image(array, output_path)
+    click.echo(f"{input_path} -> {output_path}: {array.shape[1]}x{array.shape[0]}, "
+               f"{time.perf_counter() - start:.2f} s")
+
+
+@cli.command()
+@click.argument("input_path", metavar="FILE")
+@user_errors
+def info(input_path: str) -> None:
+    """Show what a .vqc file holds."""
+    data = read_input(input_path)
+    h = read_header(data)
+    lines = [f"media: {h.media_type.name.lower()}", f"model: {h.model_id}",
+             f"weights hash: {h.weights_hash.hex()}", f"stages coded: {h.num_stages}",
+             f"latent grid: {'x'.join(map(str, h.latent_shape))}",
+             f"file size: {len(data)} bytes"]
+    if h.media_type.name == "IMAGE":
+        c, height, width = h.shape
+        lines[1:1] = [f"image: {width}x{height} {'grayscale' if c == 1 else 'RGB'}"]
+        lines.append(f"bits per pixel: {8 * len(data) / (width * height):.4f}")
+    else:
+        lines[1:1] = [f"audio: {h.shape} at {h.sample_rate} Hz"]
+    click.echo("\n".join(lines))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""The `.vqc` container: a small self-describing header, the entropy-coded payload, a CRC32.
+
+This module is the single place that knows the byte layout (documented in `docs/format.md`).
+Everything is little-endian:
+
+    magic (4) | version u8 | media type u8 | model id length u8 | model id bytes
+    | weights hash (8) | num_stages u8 | ndim u8 | shape dims u32 each | sample_rate u32
+    | latent ndim u8 | latent dims u32 each | payload length u32 | payload bytes
+    | CRC32 u32 (zlib.crc32 over everything before it)
+
+`unpack_container` treats its input as untrusted: it never indexes past the end of the data and
+raises nothing but `ContainerError`, whose message is one line meant for the user.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import operator
+import struct
+import zlib
+from dataclasses import dataclass
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "ContainerError",
+    "ContainerHeader",
+    "MediaType",
+    "pack_container",
+    "read_header",
+    "unpack_container",
+    "weights_hash",
+]
+
+# The 0x89 byte (as in PNG) makes the magic non-ASCII, so text tools and transfers that
+# mangle 8-bit data are caught by the very first check.
+MAGIC = b"VQC\x89"
+FORMAT_VERSION = 1
+
+MAX_MODEL_ID_LENGTH = 64
+WEIGHTS_HASH_SIZE = 8
+MAX_U8 = 0xFF
+MAX_U32 = 0xFFFF_FFFF
+MAX_SHAPE_NDIM = 4
+MAX_LATENT_NDIM = 3
+
+_U8 = struct.Struct("<B")
+_U32 = struct.Struct("<I")
+_CRC_SIZE = _U32.size
+
+
+class ContainerError(ValueError):
+    """Raised for anything that is not a valid `.vqc` container (one-line, user-facing message)."""
+
+
+class MediaType(enum.IntEnum):
+    """What the container holds; decides how `shape` and `sample_rate` are read."""
+
+    IMAGE = 1
+    AUDIO = 2
+
+
+def _as_int(value: object, name: str) -> int:
+    """`value` as a plain int (numpy/torch integers accepted, bools and floats refused)."""
+    if isinstance(value, bool):
+        raise ContainerError(f"{name} must be an integer, got a bool")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ContainerError(f"{name} must be an integer, got {type(value).__name__}") from None
+
+
+def _as_dims(value: object, name: str, *, max_ndim: int) -> tuple[int, ...]:
+    """`value` as a tuple of 1..max_ndim u32 dimensions."""
+    if isinstance(value, (str, bytes)):
+        raise ContainerError(f"{name} must be a tuple of integers, got {type(value).__name__}")
+    try:
+        dims = tuple(_as_int(d, f"{name} dimension") for d in value)  # type: ignore[union-attr]
+    except TypeError:
+        raise ContainerError(f"{name} must be a tuple of integers, got {type(value).__name__}") from None
+    if not 1 <= len(dims) <= max_ndim:
+        raise ContainerError(f"{name} must have 1 to {max_ndim} dimensions, got {len(dims)}")
+    for d in dims:
+        if not 0 <= d <= MAX_U32:
+            raise ContainerError(f"{name} dimension {d} out of range 0..{MAX_U32}")
+    return dims
+
+
+@dataclass(frozen=True)
+class ContainerHeader:
+    """Everything a decoder needs besides the payload.
+
+    Fields are validated on construction (`ContainerError` on bad values); integer-like values
+    (e.g. numpy integers, `torch.Size`) are normalised to `int` / `tuple[int, ...]`.
+
+    Args:
+        media_type: image or audio.
+        model_id: name of the model that coded the payload; printable ASCII, 1..64 characters.
+        weights_hash: first 8 bytes of the SHA-256 of the model weights (see `weights_hash()`),
+            so a payload is never decoded with different weights than it was coded with.
+        num_stages: the rate setting, i.e. how many residual quantizer stages are coded (1..255).
+        shape: original media shape, image (channels, height, width) or audio
+            (channels, num_samples); 1..4 dimensions, each 0..2**32-1.
+        sample_rate: audio sample rate in Hz (u32, > 0); must be 0 for images.
+        latent_shape: shape of the index grid coded per stage, e.g. (h, w) for images or
+            (frames,) for audio; 1..3 dimensions, each 0..2**32-1.
+    """
+
+    media_type: MediaType
+    model_id: str
+    weights_hash: bytes
+    num_stages: int
+    shape: tuple[int, ...]
+    sample_rate: int
+    latent_shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        # Frozen dataclass: normalise through object.__setattr__.
+        set_field = object.__setattr__
+
+        try:
+            media_type = MediaType(self.media_type)
+        except ValueError:
+            raise ContainerError(f"unknown media type {self.media_type!r}") from None
+        set_field(self, "media_type", media_type)
+
+        if not isinstance(self.model_id, str):
+            raise ContainerError(f"model id must be a str, got {type(self.model_id).__name__}")
+        # Printable ASCII only: the id ends up in user-facing messages and file listings.
+        if not self.model_id.isascii() or not self.model_id.isprintable():
+            raise ContainerError(f"model id must be printable ASCII, got {self.model_id!r}")
+        if not 1 <= len(self.model_id) <= MAX_MODEL_ID_LENGTH:
+            raise ContainerError(
+                f"model id must be 1 to {MAX_MODEL_ID_LENGTH} characters, got {len(self.model_id)}"
+            )
+
+        if not isinstance(self.weights_hash, (bytes, bytearray, memoryview)):
+            raise ContainerError(
+                f"weights hash must be bytes, got {type(self.weights_hash).__name__}"
+            )
+        digest = bytes(self.weights_hash)
+        if len(digest) != WEIGHTS_HASH_SIZE:
+            raise ContainerError(
+                f"weights hash must be {WEIGHTS_HASH_SIZE} bytes, got {len(digest)}"
+            )
+        set_field(self, "weights_hash", digest)
+
+        num_stages = _as_int(self.num_stages, "num_stages")
+        if not 1 <= num_stages <= MAX_U8:
+            raise ContainerError(f"num_stages must be 1 to {MAX_U8}, got {num_stages}")
+        set_field(self, "num_stages", num_stages)
+
+        set_field(self, "shape", _as_dims(self.shape, "shape", max_ndim=MAX_SHAPE_NDIM))
+        set_field(
+            self,
+            "latent_shape",
+            _as_dims(self.latent_shape, "latent shape", max_ndim=MAX_LATENT_NDIM),
+        )
+
+        sample_rate = _as_int(self.sample_rate, "sample_rate")
+        if not 0 <= sample_rate <= MAX_U32:
+            raise ContainerError(f"sample_rate {sample_rate} out of range 0..{MAX_U32}")
+        if media_type is MediaType.IMAGE and sample_rate != 0:
+            raise ContainerError(f"sample_rate must be 0 for images, got {sample_rate}")
+        if media_type is MediaType.AUDIO and sample_rate == 0:
+            raise ContainerError("sample_rate must be positive for audio")
+        set_field(self, "sample_rate", sample_rate)
+
+
+def weights_hash(data: bytes) -> bytes:
+    """Fingerprint of a model file: the first 8 bytes of its SHA-256.
+
+    Args:
+        data: the raw bytes of the weights file.
+    """
+    return hashlib.sha256(data).digest()[:WEIGHTS_HASH_SIZE]
+
+
+def _encode_header(header: ContainerHeader) -> bytes:
+    """Header bytes up to and including the sample rate and latent shape (no payload length)."""
+    model_id = header.model_id.encode("ascii")
+    parts = [
+        MAGIC,
+        _U8.pack(FORMAT_VERSION),
+        _U8.pack(header.media_type),
+        _U8.pack(len(model_id)),
+        model_id,
+        header.weights_hash,
+        _U8.pack(header.num_stages),
+        _U8.pack(len(header.shape)),
+        *(_U32.pack(d) for d in header.shape),
+        _U32.pack(header.sample_rate),
+        _U8.pack(len(header.latent_shape)),
+        *(_U32.pack(d) for d in header.latent_shape),
+    ]
+    return b"".join(parts)
+
+
+def pack_container(header: ContainerHeader, payload: bytes) -> bytes:
+    """Serialise a header and its payload into `.vqc` bytes.
+
+    Args:
+        header: the (already validated) container header.
+        payload: the entropy-coded stream; at most 2**32-1 bytes.
+
+    Returns:
+        The complete file contents, CRC32 included.
+    """
+    if not isinstance(header, ContainerHeader):
+        raise TypeError(f"header must be a ContainerHeader, got {type(header).__name__}")
+    payload = bytes(payload)
+    if len(payload) > MAX_U32:
+        raise ContainerError(f"payload too large for a .vqc file: {len(payload)} bytes")
+    body = _encode_header(header) + _U32.pack(len(payload)) + payload
+    return body + _U32.pack(zlib.crc32(body))
+
+
+class _Reader:
+    """Bounds-checked cursor over untrusted bytes: every short read is a `ContainerError`."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def take(self, n: int, what: str) -> bytes:
+        if n > self.remaining:
+            raise ContainerError(f"truncated .vqc file: header ends inside the {what}")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def u8(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def u32(self, what: str) -> int:
+        return _U32.unpack(self.take(_U32.size, what))[0]
+
+
+def unpack_container(data: bytes) -> tuple[ContainerHeader, bytes]:
+    """Parse and verify `.vqc` bytes.
+
+    Checks run in this order: empty or too short, magic, format version, the bounds of every
+    header field, media type, payload length (exactly the bytes before the CRC), CRC32, and
+    finally the header field values.
+
+    Args:
+        data: the complete file contents (untrusted).
+
+    Returns:
+        The header and the payload bytes.
+
+    Raises:
+        ContainerError: for anything that is not a valid container, and nothing else.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ContainerError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise ContainerError("empty file")
+
+    # A short file that starts like the magic is a cut-off .vqc; anything else is not one at all.
+    head = data[: len(MAGIC)]
+    if head != MAGIC[: len(head)]:
+        raise ContainerError("not a .vqc file (bad magic)")
+    if len(data) < len(MAGIC):
+        raise ContainerError(f"truncated .vqc file: only {len(data)} bytes")
+
+    reader = _Reader(data)
+    reader.take(len(MAGIC), "magic")
+    version = reader.u8("format version")
+    if version != FORMAT_VERSION:
+        raise ContainerError(
+            f"unsupported .vqc format version {version} (this vqcodec reads version {FORMAT_VERSION})"
+        )
+
+    media_type = reader.u8("media type")
+    model_id_len = reader.u8("model id length")
+    model_id_raw = reader.take(model_id_len, "model id")
+    digest = reader.take(WEIGHTS_HASH_SIZE, "weights hash")
+    num_stages = reader.u8("stage count")
+    ndim = reader.u8("shape")
+    shape = tuple(reader.u32("shape") for _ in range(ndim))
+    sample_rate = reader.u32("sample rate")
+    latent_ndim = reader.u8("latent shape")
+    latent_shape = tuple(reader.u32("latent shape") for _ in range(latent_ndim))
+    payload_len = reader.u32("payload length")
+
+    if media_type not in MediaType._value2member_map_:
+        raise ContainerError(f"unknown media type {media_type} in .vqc header")
+
+    available = reader.remaining
+    if available < payload_len:
+        raise ContainerError(
+            f"truncated .vqc file: expected {payload_len} payload bytes, found {available}"
+        )
+    if available < payload_len + _CRC_SIZE:
+        raise ContainerError("truncated .vqc file: checksum missing")
+    if available > payload_len + _CRC_SIZE:
+        raise ContainerError("trailing data after .vqc payload")
+
+    payload = reader.take(payload_len, "payload")
+    crc_offset = reader.pos
+    (stored_crc,) = _U32.unpack(reader.take(_CRC_SIZE, "checksum"))
+    if zlib.crc32(data[:crc_offset]) != stored_crc:
+        raise ContainerError("corrupted .vqc file (CRC mismatch)")
+
+    # The bytes are intact; a bad value past this point comes from a faulty writer.
+    try:
+        model_id = model_id_raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise ContainerError("invalid .vqc header: model id is not ASCII") from None
+    try:
+        header = ContainerHeader(
+            media_type=MediaType(media_type),
+            model_id=model_id,
+            weights_hash=digest,
+            num_stages=num_stages,
+            shape=shape,
+            sample_rate=sample_rate,
+            latent_shape=latent_shape,
+        )
+    except ContainerError as exc:
+        raise ContainerError(f"invalid .vqc header: {exc}") from None
+    return header, payload
+
+
+def read_header(data: bytes) -> ContainerHeader:
+    """Parse and verify `.vqc` bytes, returning only the header (the whole file is checked).
+
+    Args:
+        data: the complete file contents (untrusted).
+    """
+    header, _ = unpack_container(data)
+    return header

@@ -1,0 +1,34 @@
+"""Context schedules: in which passes the positions of one quantizer stage are coded.
+
+A schedule splits an H x W grid into passes; positions in pass p are predicted from all earlier
+stages and from the positions of passes < p of the same stage. Fewer passes decode faster, more
+passes give each position more context. Encoder and decoder must use the same schedule, so
+its name is part of a model's config.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def checkerboard(height: int, width: int) -> list[torch.Tensor]:
+    """Two passes: anchors where (i + j) is even, then the rest."""
+    ii, jj = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    anchor = (ii + jj) % 2 == 0
+    return [anchor, ~anchor]
+
+
+def quad(height: int, width: int) -> list[torch.Tensor]:
+    """Four passes over the 2x2 sub-grids: (0,0), (1,1), (0,1), (1,0)."""
+    ii, jj = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    return [(ii % 2 == a) & (jj % 2 == b) for a, b in ((0, 0), (1, 1), (0, 1), (1, 0))]
+
+
+SCHEDULES = {"checkerboard": checkerboard, "quad": quad}
+
+
+def pass_masks(name: str, height: int, width: int) -> list[torch.Tensor]:
+    """Boolean masks [H, W], one per pass, partitioning the grid."""
+    try:
+        return SCHEDULES[name](height, width)
+    except KeyError:
+        raise ValueError(f"unknown context schedule {name!r}; known: {sorted(SCHEDULES)}") from None

@@ -1,0 +1,96 @@
+"""Shipped models and how weights are saved and loaded (safetensors only, never pickle).
+
+A model file is a safetensors file whose metadata holds `vqcodec` = JSON with the model's
+name, kind, config and rate settings (`qualities[q - 1]` = stages coded at quality q).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..codec.container import weights_hash
+from .image_model import ImageModelConfig, VQImageModel
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_IMAGE_MODEL = "vqimage-v1"
+
+
+class ModelError(ValueError):
+    """A model that cannot be found or loaded (one-line message)."""
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    kind: str  # "image" or "audio"
+    model: VQImageModel
+    weights_hash: bytes
+    qualities: list[int]
+    default_quality: int
+
+    def stages_for_quality(self, quality: int) -> int:
+        if not 1 <= quality <= len(self.qualities):
+            raise ModelError(f"quality must be 1..{len(self.qualities)} for model {self.name}, "
+                             f"got {quality}")
+        return self.qualities[quality - 1]
+
+
+def shipped_models() -> list[str]:
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+
+
+def save_model(model: VQImageModel, path: str | Path, *, name: str, qualities: list[int],
+               default_quality: int, half: bool = True) -> None:
+    """Write weights (float16 when `half`, which halves the file) and metadata."""
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
+               for k, v in model.state_dict().items()}
+    meta = {"name": name, "kind": "image", "config": model.config.to_dict(),
+            "qualities": qualities, "default_quality": default_quality}
+    save_file(tensors, str(path), metadata={"vqcodec": json.dumps(meta)})
+
+
+def resolve_model_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".safetensors" or path.exists():
+        if not path.is_file():
+            raise ModelError(f"no such model file: {name_or_path}")
+        return path
+    shipped = WEIGHTS_DIR / f"{name_or_path}.safetensors"
+    if not shipped.is_file():
+        raise ModelError(f"unknown model {name_or_path!r}; shipped models: "
+                         f"{', '.join(shipped_models()) or 'none'}")
+    return shipped
+
+
+_CACHE: dict[tuple[str, str], LoadedModel] = {}
+
+
+def load_model(name_or_path: str = DEFAULT_IMAGE_MODEL, *,
+               device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a shipped model by name, or a model file by path (cached per device)."""
+    path = resolve_model_path(name_or_path)
+    key = (str(path.resolve()), str(device))
+    if key in _CACHE:
+        return _CACHE[key]
+    raw = path.read_bytes()
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["vqcodec"])
+        tensors = load_file(str(path))
+        config = ImageModelConfig.from_dict(meta["config"])
+        model = VQImageModel(config)
+        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in tensors.items()})
+    except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError, OSError) as e:
+        raise ModelError(f"not a vqcodec model file: {path} ({type(e).__name__})") from None
+    model.eval().to(device)
+    loaded = LoadedModel(name=meta["name"], kind=meta["kind"], model=model,
+                         weights_hash=weights_hash(raw), qualities=list(meta["qualities"]),
+                         default_quality=int(meta["default_quality"]))
+    _CACHE[key] = loaded
+    return loaded

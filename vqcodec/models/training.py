@@ -1,0 +1,265 @@
+"""Training of the image model on CPU (or CUDA): autoencoder + quantizer, then the prior.
+
+Resumable: state lives in `<run>/state.pt` (our own file, loaded with weights_only=True) and
+every log line carries wall and CPU seconds so quality can be read against compute.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .image_model import ImageModelConfig, VQImageModel
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_rgb(path: Path) -> torch.Tensor:
+    """uint8 tensor [3, H, W]."""
+    with Image.open(path) as im:
+        return torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
+class CropSampler:
+    """Random crops (with horizontal flips) from images held in memory as uint8."""
+
+    def __init__(self, images: list[torch.Tensor], crop: int, seed: int = 0) -> None:
+        self.images = [im for im in images if min(im.shape[1:]) >= crop]
+        self.crop = crop
+        self.rng = random.Random(seed)
+
+    def batch(self, n: int) -> torch.Tensor:
+        out = []
+        for _ in range(n):
+            im = self.images[self.rng.randrange(len(self.images))]
+            y = self.rng.randrange(im.shape[1] - self.crop + 1)
+            x = self.rng.randrange(im.shape[2] - self.crop + 1)
+            c = im[:, y:y + self.crop, x:x + self.crop]
+            if self.rng.random() < 0.5:
+                c = c.flip(2)
+            out.append(c)
+        return torch.stack(out).float() / 255
+
+
+def center_crops(images: list[torch.Tensor], size: int) -> torch.Tensor:
+    out = []
+    for im in images:
+        h, w = im.shape[1:]
+        y, x = (h - size) // 2, (w - size) // 2
+        out.append(im[:, y:y + size, x:x + size])
+    return torch.stack(out).float() / 255
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR of [B, 3, H, W] tensors in [0, 1], after rounding to 8 bits."""
+    mse = ((x * 255).round() - (y * 255).round()).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(255.0 ** 2 / mse.clamp_min(1e-10))
+
+
+def load_training_images(folders: list[str]) -> list[torch.Tensor]:
+    images = []
+    for f in folders:
+        for p in list_images(f) if Path(f).is_dir() else [Path(f)]:
+            im = load_rgb(p)
+            images.append(im)
+            if min(im.shape[1:]) >= 600:  # large photos also at half size: more scale variety
+                images.append(F.interpolate(im[None].float(), scale_factor=0.5, mode="area",
+                                            antialias=False)[0].round().to(torch.uint8))
+    return images
+
+
+def train_autoencoder(*, run: str, train: list[str], val: list[str], config: ImageModelConfig,
+                      minutes: float, batch: int = 16, crop: int = 128, lr: float = 4e-4,
+                      commit_weight: float = 0.25, log_every: int = 50,
+                      eval_every_s: float = 300, device: str = "cpu") -> None:
+    run_dir = Path(run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = VQImageModel(config).to(device)
+    opt = torch.optim.Adam(list(model.encoder.parameters()) + list(model.decoder.parameters()),
+                           lr=lr, betas=(0.9, 0.99))
+    state_path = run_dir / "state.pt"
+    step, cpu0, wall0 = 0, 0.0, 0.0
+    if state_path.exists():
+        st = torch.load(state_path, weights_only=True, map_location=device)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, cpu0, wall0 = st["step"], st["cpu_s"], st["wall_s"]
+    for g in opt.param_groups:
+        g["lr"] = lr
+    (run_dir / "config.json").write_text(json.dumps(
+        {"autoencoder": config.autoencoder.to_dict(), "num_stages": config.num_stages,
+         "num_codes": config.num_codes, "min_dropout_stages": config.min_dropout_stages}))
+    sampler = CropSampler(load_training_images(train), crop, seed=step)
+    val_x = center_crops([im for im in load_training_images(val)[:48]
+                          if min(im.shape[1:]) >= 256][:24], 256).to(device)
+    log = open(run_dir / "log.txt", "a")
+    t_wall, t_cpu = time.time(), time.process_time()
+
+    def elapsed() -> tuple[float, float]:
+        return wall0 + time.time() - t_wall, cpu0 + time.process_time() - t_cpu
+
+    def save() -> None:
+        w, c = elapsed()
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "cpu_s": c, "wall_s": w}, tmp)
+        os.replace(tmp, state_path)
+
+    def evaluate() -> None:
+        model.eval()
+        with torch.no_grad():
+            idx = model.encode(val_x)
+            stride2 = config.stride ** 2
+            row = []
+            for n in (2, 4, 8, 12, 16, 20, 24):
+                if n <= config.num_stages:
+                    p = psnr(model.decode(idx[:, :n]), val_x).mean().item()
+                    row.append(f"s{n}:{p:.2f}dB@{n * config.bits_per_code / stride2:.3f}bpp")
+        model.train()
+        w, c = elapsed()
+        print(f"EVAL step {step} wall {w:.0f}s cpu {c:.0f}s " + " ".join(row), file=log, flush=True)
+
+    model.train()
+    last_eval = time.time()
+    deadline = time.time() + minutes * 60
+    running = 0.0
+    while time.time() < deadline:
+        x = sampler.batch(batch).to(device)
+        y, _, commit = model(x)
+        mse = F.mse_loss(y, x)
+        loss = mse + commit_weight * commit
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        running += mse.item()
+        if step % log_every == 0:
+            w, c = elapsed()
+            print(f"step {step} wall {w:.0f}s cpu {c:.0f}s mse {running / log_every:.5f} "
+                  f"psnr~{10 * math.log10(log_every / running):.2f} commit {commit.item():.5f}",
+                  file=log, flush=True)
+            running = 0.0
+        if time.time() - last_eval > eval_every_s:
+            evaluate()
+            save()
+            last_eval = time.time()
+    evaluate()
+    save()
+
+
+def encode_crops(model: VQImageModel, images: list[torch.Tensor], *, crop: int, count: int,
+                 seed: int = 0, batch: int = 16) -> torch.Tensor:
+    """Indices [count, S, crop/stride, crop/stride] (int16) of random crops, for prior training."""
+    sampler = CropSampler(images, crop, seed=seed)
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, count, batch):
+            x = sampler.batch(min(batch, count - start))
+            out.append(model.encode(x).to(torch.int16))
+    return torch.cat(out)
+
+
+def prior_bits_per_stage(model: VQImageModel, indices: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    """Mean bits per index of each stage [S] under the prior."""
+    model.eval()
+    total = torch.zeros(indices.shape[1])
+    with torch.no_grad():
+        for start in range(0, len(indices), batch):
+            lp = model.prior(indices[start:start + batch].long(), model.quantizer)
+            total += -lp.sum((0, 2, 3))
+    return total / (indices.shape[0] * indices.shape[2] * indices.shape[3])
+
+
+def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list[str],
+                config: ImageModelConfig, minutes: float, crop: int = 256, num_crops: int = 1600,
+                batch: int = 8, stages_per_step: int = 6, lr: float = 1e-3,
+                log_every: int = 50, eval_every_s: float = 300) -> None:
+    """Train the prior on indices of a frozen autoencoder (crops are encoded once, up front)."""
+    run_dir = Path(run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = VQImageModel(config)
+    state_path = run_dir / "prior_state.pt"
+    step, cpu0, wall0 = 0, 0.0, 0.0
+    opt = torch.optim.Adam(model.prior.parameters(), lr=lr)
+    if state_path.exists():
+        st = torch.load(state_path, weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, cpu0, wall0 = st["step"], st["cpu_s"], st["wall_s"]
+    else:
+        ae = torch.load(autoencoder_state, weights_only=True)["model"]
+        missing, unexpected = model.load_state_dict(ae, strict=False)
+        assert all(k.startswith("prior.") for k in missing) and not unexpected
+        # Start each stage's scale at the size of its codewords.
+        with torch.no_grad():
+            for s, vq in enumerate(model.quantizer.stages):
+                model.prior.stage_log_scale[s] = vq.codebook.pow(2).mean().sqrt().clamp_min(1e-6).log()
+    for g in opt.param_groups:
+        g["lr"] = lr
+    cache = run_dir / "prior_crops.pt"
+    if cache.exists():
+        data = torch.load(cache, weights_only=True)
+    else:
+        data = {"train": encode_crops(model, load_training_images(train), crop=crop,
+                                      count=num_crops, seed=1),
+                "val": encode_crops(model, load_training_images(val), crop=crop, count=64, seed=2)}
+        torch.save(data, cache)
+    log = open(run_dir / "prior_log.txt", "a")
+    t_wall, t_cpu = time.time(), time.process_time()
+    rng = torch.Generator().manual_seed(step)
+    s_total = config.num_stages
+
+    def save() -> None:
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "cpu_s": cpu0 + time.process_time() - t_cpu,
+                    "wall_s": wall0 + time.time() - t_wall}, tmp)
+        os.replace(tmp, state_path)
+
+    def evaluate() -> None:
+        bits = prior_bits_per_stage(model, data["val"])
+        model.prior.train()
+        cum = bits.cumsum(0)
+        stride2 = config.stride ** 2
+        row = " ".join(f"s{n}:{cum[n - 1].item() / stride2:.4f}bpp({cum[n - 1].item() / (n * config.bits_per_code):.3f})"
+                       for n in (2, 4, 8, 12, 16, 20, 24) if n <= s_total)
+        print(f"EVAL step {step} cpu {cpu0 + time.process_time() - t_cpu:.0f}s per-stage "
+              + " ".join(f"{b:.2f}" for b in bits.tolist()) + " | " + row, file=log, flush=True)
+
+    model.prior.train()
+    last_eval = time.time()
+    deadline = time.time() + minutes * 60
+    running = 0.0
+    while time.time() < deadline:
+        pick = torch.randint(0, len(data["train"]), (batch,), generator=rng)
+        idx = data["train"][pick].long()
+        stages = torch.randperm(s_total, generator=rng)[:stages_per_step].sort().values
+        bits = -model.prior(idx, model.quantizer, stages).mean()
+        opt.zero_grad(set_to_none=True)
+        bits.backward()
+        opt.step()
+        step += 1
+        running += bits.item()
+        if step % log_every == 0:
+            print(f"step {step} cpu {cpu0 + time.process_time() - t_cpu:.0f}s "
+                  f"bits/index {running / log_every:.3f}", file=log, flush=True)
+            running = 0.0
+        if time.time() - last_eval > eval_every_s:
+            evaluate()
+            save()
+            last_eval = time.time()
+    evaluate()
+    save()
