@@ -106,3 +106,28 @@ def test_other_model_refused(tiny_model, tiny_model_path, tmp_path, rng):
                default_quality=3)
     with pytest.raises(ModelError, match="made by model 'tiny-test'"):
         decompress_image(data, model=load_model(str(other)), device="cpu")
+
+
+def test_tables_do_not_depend_on_thread_count(tiny_model, rng):
+    """A file made with one thread count decodes with another (same machine)."""
+    net = tiny_model.model
+    x = _to_tensor(smooth_image(rng, 96, 80), net.config.stride, torch.device("cpu"))
+    indices = net.encode(x)[0]
+    codec = StageByStageCodec(prior=net.prior, quantizer=net.quantizer)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        coded = codec.compress(indices)
+        torch.set_num_threads(max(2, before))
+        decoded = codec.decompress(coded.payload, indices.shape[0], *indices.shape[1:])
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(decoded, indices)
+
+
+def test_top_level_api(tiny_model_path, rng):
+    import vqcodec
+    img = smooth_image(rng, 24, 40)
+    data = vqcodec.compress(img, model=tiny_model_path, device="cpu")
+    out = vqcodec.decompress(data, model=tiny_model_path, device="cpu")
+    assert out.shape == img.shape and out.dtype == np.uint8

@@ -11,6 +11,7 @@ from ..codec.container import ContainerError, read_header
 from ..codec.device import DeviceError
 from ..codec.image_io import InputError
 from ..models.registry import ModelError
+from .train import train
 
 USER_ERRORS = (InputError, ContainerError, ModelError, DeviceError)
 
@@ -126,6 +127,9 @@ def info(input_path: str) -> None:
 
 def main() -> None:
     cli()
+
+
+cli.add_command(train)
 
 
 if __name__ == "__main__":

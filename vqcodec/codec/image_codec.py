@@ -18,7 +18,6 @@ from ..models.registry import DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load
 from .container import ContainerHeader, MediaType, pack_container, unpack_container
 from .device import resolve_device
 from .image_io import as_image_array
-from .latent_codec import StageByStageCodec
 
 
 @dataclass
@@ -80,8 +79,8 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
     channels = 1 if array.ndim == 2 else 3
     stages = loaded.stages_for_quality(loaded.default_quality if quality is None else quality)
     x = _to_tensor(array, net.config.stride, dev)
-    indices = net.encode(x, stages)[0]
-    coded = StageByStageCodec(prior=net.prior, quantizer=net.quantizer).compress(indices)
+    indices = net.encode(x, stages)[0].cpu()
+    coded = loaded.entropy_codec().compress(indices)
     header = ContainerHeader(
         media_type=MediaType.IMAGE, model_id=loaded.name, weights_hash=loaded.weights_hash,
         num_stages=stages, shape=(channels, height, width), sample_rate=0,
@@ -131,9 +130,8 @@ def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
     if (channels not in (1, 3) or tuple(header.latent_shape) != expected
             or header.num_stages > net.config.num_stages):
         raise ModelError("inconsistent .vqc header: shape, latent grid or stages do not fit the model")
-    codec = StageByStageCodec(prior=net.prior, quantizer=net.quantizer)
     try:
-        indices = codec.decompress(payload, header.num_stages, *expected)
+        indices = loaded.entropy_codec().decompress(payload, header.num_stages, *expected)
     except (ValueError, RuntimeError) as e:
         raise ModelError(f"corrupted .vqc payload ({e})") from None
-    return _to_array(net.decode(indices[None]), channels, height, width)
+    return _to_array(net.decode(indices[None].to(dev)), channels, height, width)

@@ -17,7 +17,7 @@ class ImageAutoencoderConfig:
     """Sizes of an image autoencoder; `stride` is derived, the one place it is stated."""
 
     latent_dim: int = 32
-    widths: tuple[int, ...] = (128, 192, 256)  # at 1/4, 1/8, 1/16 resolution
+    widths: tuple[int, ...] = (64, 160, 256)  # at 1/4, 1/8, 1/16 resolution
     encoder_blocks: tuple[int, ...] = (1, 1, 2)
     decoder_blocks: tuple[int, ...] = (2, 2, 3)
 

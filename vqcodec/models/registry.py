@@ -5,6 +5,7 @@ name, kind, config and rate settings (`qualities[q - 1]` = stages coded at quali
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,20 @@ class LoadedModel:
     weights_hash: bytes
     qualities: list[int]
     default_quality: int
+
+    _codec: object = None
+
+    def entropy_codec(self):
+        """The latent codec, always on the CPU: the prior's tables must be bit-identical
+        wherever a file is decoded, and CPU float results do not depend on whether the
+        autoencoder ran on a GPU. (The prior is small: it works at 1/16 resolution.)"""
+        from ..codec.latent_codec import StageByStageCodec
+        if self._codec is None:
+            net = self.model
+            if next(net.parameters()).device.type != "cpu":
+                net = copy.deepcopy(net).cpu()
+            self._codec = StageByStageCodec(prior=net.prior, quantizer=net.quantizer)
+        return self._codec
 
     def stages_for_quality(self, quality: int) -> int:
         if not 1 <= quality <= len(self.qualities):

@@ -29,7 +29,7 @@ def list_images(folder: str | Path) -> list[Path]:
 def load_rgb(path: Path) -> torch.Tensor:
     """uint8 tensor [3, H, W]."""
     with Image.open(path) as im:
-        return torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
 class CropSampler:
@@ -83,7 +83,22 @@ def load_training_images(folders: list[str]) -> list[torch.Tensor]:
 def train_autoencoder(*, run: str, train: list[str], val: list[str], config: ImageModelConfig,
                       minutes: float, batch: int = 16, crop: int = 128, lr: float = 4e-4,
                       commit_weight: float = 0.25, log_every: int = 50,
-                      eval_every_s: float = 300, device: str = "cpu") -> None:
+                      eval_every_s: float = 300, device: str = "cpu",
+                      max_steps: int | None = None, val_crop: int = 256) -> None:
+    """Train encoder, decoder and residual quantizer on random crops, for `minutes` of wall time
+    (or `max_steps` more steps), resuming from `<run>/state.pt` when it exists.
+
+    Args:
+        run: run folder (state, config.json, log.txt).
+        train: image folders or files for training; val: the same for validation.
+        config: model sizes (written to config.json on first use).
+        minutes: wall-clock budget of this call.
+        batch, crop, lr, commit_weight: the optimisation.
+        eval_every_s: seconds between validation PSNR lines (and checkpoints).
+        device: "cpu" or "cuda".
+        max_steps: stop after this many steps of this call (tests).
+        val_crop: size of the centre crops used for validation.
+    """
     run_dir = Path(run)
     run_dir.mkdir(parents=True, exist_ok=True)
     model = VQImageModel(config).to(device)
@@ -98,12 +113,10 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str], config: Ima
         step, cpu0, wall0 = st["step"], st["cpu_s"], st["wall_s"]
     for g in opt.param_groups:
         g["lr"] = lr
-    (run_dir / "config.json").write_text(json.dumps(
-        {"autoencoder": config.autoencoder.to_dict(), "num_stages": config.num_stages,
-         "num_codes": config.num_codes, "min_dropout_stages": config.min_dropout_stages}))
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
     sampler = CropSampler(load_training_images(train), crop, seed=step)
     val_x = center_crops([im for im in load_training_images(val)[:48]
-                          if min(im.shape[1:]) >= 256][:24], 256).to(device)
+                          if min(im.shape[1:]) >= val_crop][:24], val_crop).to(device)
     log = open(run_dir / "log.txt", "a")
     t_wall, t_cpu = time.time(), time.process_time()
 
@@ -134,8 +147,9 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str], config: Ima
     model.train()
     last_eval = time.time()
     deadline = time.time() + minutes * 60
+    last_step = step + max_steps if max_steps is not None else None
     running = 0.0
-    while time.time() < deadline:
+    while time.time() < deadline and (last_step is None or step < last_step):
         x = sampler.batch(batch).to(device)
         y, _, commit = model(x)
         mse = F.mse_loss(y, x)
@@ -186,8 +200,21 @@ def prior_bits_per_stage(model: VQImageModel, indices: torch.Tensor, batch: int 
 def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list[str],
                 config: ImageModelConfig, minutes: float, crop: int = 256, num_crops: int = 1600,
                 batch: int = 8, stages_per_step: int = 6, lr: float = 1e-3,
-                log_every: int = 50, eval_every_s: float = 300) -> None:
-    """Train the prior on indices of a frozen autoencoder (crops are encoded once, up front)."""
+                log_every: int = 50, eval_every_s: float = 300,
+                max_steps: int | None = None) -> None:
+    """Train the prior on indices of a frozen autoencoder (crops are encoded once, up front).
+
+    Resumes from `<run>/prior_state.pt`; otherwise starts from the autoencoder state file.
+
+    Args:
+        run: run folder.
+        autoencoder_state: state.pt written by `train_autoencoder`.
+        train, val: image folders or files.
+        config: the model config the autoencoder was trained with.
+        minutes: wall-clock budget; max_steps: or this many steps (tests).
+        crop, num_crops: size and number of training crops encoded once (cached in the run).
+        batch, stages_per_step, lr: the optimisation (each step scores a random subset of stages).
+    """
     run_dir = Path(run)
     run_dir.mkdir(parents=True, exist_ok=True)
     model = VQImageModel(config)
@@ -215,7 +242,8 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
     else:
         data = {"train": encode_crops(model, load_training_images(train), crop=crop,
                                       count=num_crops, seed=1),
-                "val": encode_crops(model, load_training_images(val), crop=crop, count=64, seed=2)}
+                "val": encode_crops(model, load_training_images(val), crop=crop,
+                                    count=min(64, num_crops), seed=2)}
         torch.save(data, cache)
     log = open(run_dir / "prior_log.txt", "a")
     t_wall, t_cpu = time.time(), time.process_time()
@@ -242,8 +270,9 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
     model.prior.train()
     last_eval = time.time()
     deadline = time.time() + minutes * 60
+    last_step = step + max_steps if max_steps is not None else None
     running = 0.0
-    while time.time() < deadline:
+    while time.time() < deadline and (last_step is None or step < last_step):
         pick = torch.randint(0, len(data["train"]), (batch,), generator=rng)
         idx = data["train"][pick].long()
         stages = torch.randperm(s_total, generator=rng)[:stages_per_step].sort().values

@@ -1,0 +1,76 @@
+"""`vqcodec train ...`: train the image model (autoencoder, then prior) and export it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+SHARED = "../shared/data/images"
+
+
+def _config(run: str):
+    from ..models.image_model import ImageModelConfig
+    path = Path(run) / "config.json"
+    return ImageModelConfig.from_dict(json.loads(path.read_text())) if path.exists() \
+        else ImageModelConfig()
+
+
+def _default_train() -> list[str]:
+    return [f"{SHARED}/bsds500/train", f"{SHARED}/bsds500/val"] + \
+        [f"{SHARED}/wikipedia/{i:03d}.jpg" for i in range(1, 41)]
+
+
+@click.group()
+def train() -> None:
+    """Train and export models (resumable: run again with the same RUN folder)."""
+
+
+@train.command("image-autoencoder")
+@click.argument("run")
+@click.option("--train", "train_paths", multiple=True, help="Image folders/files (repeatable).")
+@click.option("--val", "val_path", default=f"{SHARED}/bsds500/test", show_default=True)
+@click.option("--minutes", type=float, default=60, show_default=True)
+@click.option("--lr", type=float, default=4e-4, show_default=True)
+@click.option("--batch", type=int, default=16, show_default=True)
+@click.option("--crop", type=int, default=128, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def image_autoencoder(run, train_paths, val_path, minutes, lr, batch, crop, device) -> None:
+    """Train the autoencoder + residual quantizer into RUN/state.pt."""
+    from ..models.training import train_autoencoder
+    train_autoencoder(run=run, train=list(train_paths) or _default_train(), val=[val_path],
+                      config=_config(run), minutes=minutes, lr=lr, batch=batch, crop=crop,
+                      device=device)
+
+
+@train.command("image-prior")
+@click.argument("run")
+@click.option("--train", "train_paths", multiple=True, help="Image folders/files (repeatable).")
+@click.option("--val", "val_path", default=f"{SHARED}/bsds500/test", show_default=True)
+@click.option("--minutes", type=float, default=30, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+def image_prior(run, train_paths, val_path, minutes, lr) -> None:
+    """Train the prior on a frozen autoencoder (RUN/state.pt) into RUN/prior_state.pt."""
+    from ..models.training import train_prior
+    train_prior(run=run, autoencoder_state=str(Path(run) / "state.pt"),
+                train=list(train_paths) or _default_train(), val=[val_path],
+                config=_config(run), minutes=minutes, lr=lr)
+
+
+@train.command("export")
+@click.argument("run")
+@click.argument("output")
+@click.option("--name", required=True, help="Model id written into every .vqc file.")
+@click.option("--qualities", required=True, help="Stages per quality, e.g. 4,6,8,12,16,24.")
+@click.option("--default-quality", type=int, required=True)
+def export(run, output, name, qualities, default_quality) -> None:
+    """Write RUN/prior_state.pt as a float16 safetensors model file."""
+    import torch
+
+    from ..models.image_model import VQImageModel
+    from ..models.registry import save_model
+    model = VQImageModel(_config(run))
+    model.load_state_dict(torch.load(Path(run) / "prior_state.pt", weights_only=True)["model"])
+    save_model(model, output, name=name, qualities=[int(q) for q in qualities.split(",")],
+               default_quality=default_quality)
+    click.echo(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB)")
