@@ -11,6 +11,7 @@ from ..codec.container import ContainerError, read_header
 from ..codec.device import DeviceError
 from ..codec.image_io import InputError
 from ..models.registry import ModelError
+from .rd_curve import rd_curve
 from .train import train
 
 USER_ERRORS = (InputError, ContainerError, ModelError, DeviceError)
@@ -130,6 +131,7 @@ def main() -> None:
 
 
 cli.add_command(train)
+cli.add_command(rd_curve)
 
 
 if __name__ == "__main__":
