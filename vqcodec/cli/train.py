@@ -35,12 +35,19 @@ def train() -> None:
 @click.option("--batch", type=int, default=16, show_default=True)
 @click.option("--crop", type=int, default=128, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
-def image_autoencoder(run, train_paths, val_path, minutes, lr, batch, crop, device) -> None:
+@click.option("--init", "init_from", default=None,
+              help="Start from this model file or shipped model (when RUN has no state yet).")
+def image_autoencoder(run, train_paths, val_path, minutes, lr, batch, crop, device,
+                      init_from) -> None:
     """Train the autoencoder + residual quantizer into RUN/state.pt."""
     from ..models.training import train_autoencoder
+    config = _config(run)
+    if init_from and not (Path(run) / "state.pt").exists():
+        from ..models.registry import load_model
+        config = load_model(init_from).model.config
     train_autoencoder(run=run, train=list(train_paths) or _default_train(), val=[val_path],
-                      config=_config(run), minutes=minutes, lr=lr, batch=batch, crop=crop,
-                      device=device)
+                      config=config, minutes=minutes, lr=lr, batch=batch, crop=crop,
+                      device=device, init_from=init_from)
 
 
 @train.command("image-prior")
@@ -70,7 +77,12 @@ def export(run, output, name, qualities, default_quality) -> None:
     from ..models.image_model import VQImageModel
     from ..models.registry import save_model
     model = VQImageModel(_config(run))
-    model.load_state_dict(torch.load(Path(run) / "prior_state.pt", weights_only=True)["model"])
+    prior_state = torch.load(Path(run) / "prior_state.pt", weights_only=True)
+    ae_state = torch.load(Path(run) / "state.pt", weights_only=True)
+    model.load_state_dict(prior_state["model"])
+    training = {"autoencoder_steps": ae_state["step"], "autoencoder_cpu_s": ae_state["cpu_s"],
+                "autoencoder_wall_s": ae_state["wall_s"], "prior_steps": prior_state["step"],
+                "prior_cpu_s": prior_state["cpu_s"]}
     save_model(model, output, name=name, qualities=[int(q) for q in qualities.split(",")],
-               default_quality=default_quality)
+               default_quality=default_quality, training=training)
     click.echo(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB)")

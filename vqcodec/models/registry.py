@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,6 +33,7 @@ class LoadedModel:
     weights_hash: bytes
     qualities: list[int]
     default_quality: int
+    training: dict = field(default_factory=dict)  # steps and CPU seconds, when recorded
 
     _codec: object = None
 
@@ -60,12 +61,13 @@ def shipped_models() -> list[str]:
 
 
 def save_model(model: VQImageModel, path: str | Path, *, name: str, qualities: list[int],
-               default_quality: int, half: bool = True) -> None:
+               default_quality: int, half: bool = True, training: dict | None = None) -> None:
     """Write weights (float16 when `half`, which halves the file) and metadata."""
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
                for k, v in model.state_dict().items()}
     meta = {"name": name, "kind": "image", "config": model.config.to_dict(),
-            "qualities": qualities, "default_quality": default_quality}
+            "qualities": qualities, "default_quality": default_quality,
+            "training": training or {}}
     save_file(tensors, str(path), metadata={"vqcodec": json.dumps(meta)})
 
 
@@ -106,6 +108,7 @@ def load_model(name_or_path: str = DEFAULT_IMAGE_MODEL, *,
     model.eval().to(device)
     loaded = LoadedModel(name=meta["name"], kind=meta["kind"], model=model,
                          weights_hash=weights_hash(raw), qualities=list(meta["qualities"]),
-                         default_quality=int(meta["default_quality"]))
+                         default_quality=int(meta["default_quality"]),
+                         training=dict(meta.get("training", {})))
     _CACHE[key] = loaded
     return loaded

@@ -84,7 +84,8 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str], config: Ima
                       minutes: float, batch: int = 16, crop: int = 128, lr: float = 4e-4,
                       commit_weight: float = 0.25, log_every: int = 50,
                       eval_every_s: float = 300, device: str = "cpu",
-                      max_steps: int | None = None, val_crop: int = 256) -> None:
+                      max_steps: int | None = None, val_crop: int = 256,
+                      init_from: str | None = None) -> None:
     """Train encoder, decoder and residual quantizer on random crops, for `minutes` of wall time
     (or `max_steps` more steps), resuming from `<run>/state.pt` when it exists.
 
@@ -98,6 +99,9 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str], config: Ima
         device: "cpu" or "cuda".
         max_steps: stop after this many steps of this call (tests).
         val_crop: size of the centre crops used for validation.
+        init_from: a model file (or shipped model name) to start from when the run folder has
+            no state yet: continues training a shipped model in a new session (the optimizer
+            state is not shipped and starts afresh).
     """
     run_dir = Path(run)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -111,6 +115,13 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str], config: Ima
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, cpu0, wall0 = st["step"], st["cpu_s"], st["wall_s"]
+    elif init_from:
+        from .registry import load_model
+        shipped = load_model(init_from, device=device)
+        model.load_state_dict(shipped.model.state_dict())
+        step = shipped.training.get("autoencoder_steps", 0)
+        cpu0 = shipped.training.get("autoencoder_cpu_s", 0.0)
+        wall0 = shipped.training.get("autoencoder_wall_s", 0.0)
     for g in opt.param_groups:
         g["lr"] = lr
     (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
