@@ -43,8 +43,19 @@ class StageByStageCodec:
     def __init__(self, *, prior: StagePrior, quantizer: ResidualQuantizer) -> None:
         self.prior, self.quantizer = prior, quantizer
 
-    @torch.no_grad()
     def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder) -> torch.Tensor:
+        # One thread: how torch splits a conv across threads changes its float rounding, and a
+        # file must decode whatever thread count the decoding machine uses.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.no_grad():
+                return self._walk_single_thread(num_stages, height, width, code_pass)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _walk_single_thread(self, num_stages: int, height: int, width: int,
+                            code_pass: PassCoder) -> torch.Tensor:
         device = self.quantizer.stages[0].codebook.device
         dim = self.quantizer.dim
         masks = [m.to(device) for m in pass_masks(self.prior.schedule, height, width)]
@@ -56,7 +67,7 @@ class StageByStageCodec:
             codes = torch.zeros(1, dim, height, width, device=device)
             visible = torch.zeros(1, 1, height, width, device=device)
             for mask in masks:
-                logits = self.prior.logits(coarse, codes, visible, stage, book[None])[0][mask]
+                logits = self.prior.logits(coarse, codes, visible, stage)[0][mask]
                 found = torch.from_numpy(code_pass(s, mask, logits, probability_table(logits)))
                 found = found.to(device)
                 indices[s][mask] = found

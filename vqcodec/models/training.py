@@ -239,6 +239,8 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
         step, cpu0, wall0 = st["step"], st["cpu_s"], st["wall_s"]
     else:
         ae = torch.load(autoencoder_state, weights_only=True)["model"]
+        # The prior starts fresh: whatever prior the autoencoder run carried is untrained.
+        ae = {k: v for k, v in ae.items() if not k.startswith("prior.")}
         missing, unexpected = model.load_state_dict(ae, strict=False)
         assert all(k.startswith("prior.") for k in missing) and not unexpected
         # Start each stage's scale at the size of its codewords.
@@ -290,6 +292,7 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
         bits = -model.prior(idx, model.quantizer, stages).mean()
         opt.zero_grad(set_to_none=True)
         bits.backward()
+        torch.nn.utils.clip_grad_norm_(model.prior.parameters(), 1.0)
         opt.step()
         step += 1
         running += bits.item()
