@@ -21,6 +21,14 @@ def _default_train() -> list[str]:
         [f"{SHARED}/wikipedia/{i:03d}.jpg" for i in range(1, 41)]
 
 
+def data_options(command):
+    """--train (repeatable) and --val, shared by the training commands."""
+    command = click.option("--val", "val_path", default=f"{SHARED}/bsds500/test",
+                           show_default=True)(command)
+    return click.option("--train", "train_paths", multiple=True,
+                        help="Image folders/files (repeatable).")(command)
+
+
 @click.group()
 def train() -> None:
     """Train and export models (resumable: run again with the same RUN folder)."""
@@ -28,8 +36,7 @@ def train() -> None:
 
 @train.command("image-autoencoder")
 @click.argument("run")
-@click.option("--train", "train_paths", multiple=True, help="Image folders/files (repeatable).")
-@click.option("--val", "val_path", default=f"{SHARED}/bsds500/test", show_default=True)
+@data_options
 @click.option("--minutes", type=float, default=60, show_default=True)
 @click.option("--lr", type=float, default=4e-4, show_default=True)
 @click.option("--batch", type=int, default=16, show_default=True)
@@ -52,8 +59,7 @@ def image_autoencoder(run, train_paths, val_path, minutes, lr, batch, crop, devi
 
 @train.command("image-prior")
 @click.argument("run")
-@click.option("--train", "train_paths", multiple=True, help="Image folders/files (repeatable).")
-@click.option("--val", "val_path", default=f"{SHARED}/bsds500/test", show_default=True)
+@data_options
 @click.option("--minutes", type=float, default=30, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 def image_prior(run, train_paths, val_path, minutes, lr) -> None:

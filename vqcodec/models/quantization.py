@@ -136,11 +136,12 @@ class ResidualQuantizer(nn.Module):
         residual = flat
         parts, idxs = [], []
         for vq in self.stages:
-            idx = vq.nearest(residual) if bool(vq.initialized) else None
-            if self.training:
-                vq.update(residual, idx if idx is not None else torch.zeros(0, dtype=torch.long))
-                if idx is None:
-                    idx = vq.nearest(residual)
+            initializing = self.training and not bool(vq.initialized)
+            if initializing:  # the first batch sets the codebook by k-means
+                vq.update(residual, torch.zeros(0, dtype=torch.long))
+            idx = vq.nearest(residual)
+            if self.training and not initializing:
+                vq.update(residual, idx)
             q = vq.lookup(idx)
             residual = residual - q
             parts.append(q.view(b, h, w, d))
