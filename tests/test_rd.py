@@ -217,7 +217,7 @@ def write_references(folder):
 def test_reference_curves(tmp_path):
     write_references(tmp_path / "ref")
     curves, skipped = rd.load_reference_curves(tmp_path / "ref")
-    assert [c.label for c in curves] == ["anchor", "db_only"]
+    assert [c.label for c in curves] == ["ref/anchor", "ref/db_only"]
     assert sorted(p.rsplit("/", 1)[-1] for p, _ in skipped) == ["junk.json", "other.json"]
     assert curves[1].values("ms-ssim-rgb") == pytest.approx([0.9, 0.99])
     assert not curves[1].has("psnr-rgb") and curves[0].has("psnr-rgb")
@@ -251,6 +251,9 @@ def cli_run(tmp_path_factory, folder, tiny_model_path):
     out = tmp_path_factory.mktemp("rd-out") / "results"
     ref = tmp_path_factory.mktemp("rd-ref")
     write_references(ref)
+    # A reference named like a measured baseline: both must survive in the BD-rate table.
+    (ref / "jpeg.json").write_text(json.dumps({"name": "JPEG", "results": {
+        "bpp": RATES, "psnr-rgb": [p - 1 for p in PSNRS]}}))
     result = invoke(folder, "--model", tiny_model_path, "--device", "cpu", "--actual",
                     "--baselines", "jpeg,webp", "--baseline-qualities", "10,50,90",
                     "--reference", ref, "--per-image", "--batch-size", "3", "--out", out)
@@ -274,11 +277,17 @@ def test_cli_outputs(cli_run):
     jpeg = json.loads((out / "jpeg.json").read_text())
     assert COMPRESSAI_KEYS <= set(jpeg["results"]) and len(jpeg["results"]["bpp"]) == 3
     rows = list(csv.DictReader((out / "rd.csv").open()))
-    assert [row["kind"] for row in rows] == ["model"] * 4 + ["baseline"] * 6 + ["reference"] * 7
+    assert [row["kind"] for row in rows] == ["model"] * 4 + ["baseline"] * 6 + ["reference"] * 12
     assert {"codec", "quality", "bpp", "psnr-rgb", "ms-ssim-rgb"} <= set(rows[0])
     assert len(list(csv.DictReader((out / "per_image.csv").open()))) == 4 * (4 + 3 + 3)
     bd = json.loads((out / "bd_rate.json").read_text())
-    assert set(bd["anchors"]) == {"jpeg", "webp", "anchor"}  # db_only has no PSNR
+    # db_only has no PSNR; the reference jpeg.json is labelled by its folder, so it does not
+    # replace the measured jpeg baseline.
+    assert {a.split("/")[-1] if "/" in a else a for a in bd["anchors"]} == {"jpeg", "webp", "anchor"}
+    assert len(bd["anchors"]) == 4
+    assert bd["anchors"]["jpeg"]["kind"] == "baseline"
+    assert sorted(row["kind"] for row in bd["anchors"].values()) == [
+        "baseline", "baseline", "reference", "reference"]
 
 
 def test_cli_output_text(cli_run):

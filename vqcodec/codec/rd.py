@@ -684,8 +684,9 @@ def load_reference_curves(folder: str | Path) -> tuple[list[RDCurve], list[tuple
 
     A file qualifies when it is a JSON object with "results" holding a "bpp" list and at least
     one of "psnr-rgb", "ms-ssim-rgb", "ms-ssim-db-rgb" of the same length; "ms-ssim-rgb" is
-    derived from "ms-ssim-db-rgb" when only that is given. The label is the path relative to
-    the folder without ".json" (names repeat across files, e.g. CPU and CUDA runs).
+    derived from "ms-ssim-db-rgb" when only that is given. The label is the folder's name and
+    the path below it without ".json" ("compressai-kodak/jpeg"): names repeat across files
+    (CPU and CUDA runs), and a reference must not share a label with a measured baseline.
 
     Args:
         folder: the folder (or one JSON file).
@@ -705,7 +706,7 @@ def load_reference_curves(folder: str | Path) -> tuple[list[RDCurve], list[tuple
         raise RDError(f"no such reference folder: {folder}")
     curves, skipped = [], []
     for path in paths:
-        label = path.relative_to(root).with_suffix("").as_posix()
+        label = f"{root.resolve().name}/{path.relative_to(root).with_suffix('').as_posix()}"
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
