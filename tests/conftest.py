@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from vqcodec.models.audio_autoencoder import AudioAutoencoderConfig
+from vqcodec.models.audio_model import AudioModelConfig, VQAudioModel
 from vqcodec.models.image_autoencoder import ImageAutoencoderConfig
 from vqcodec.models.image_model import ImageModelConfig, VQImageModel
 from vqcodec.models.registry import load_model, save_model
@@ -37,6 +39,38 @@ def tiny_model_path(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_path):
     return load_model(tiny_model_path)
+
+
+TINY_AUDIO_CONFIG = AudioModelConfig(
+    autoencoder=AudioAutoencoderConfig(sample_rate=8000, latent_dim=4, fold=4, ratios=(2, 5),
+                                       widths=(4, 4, 8), dilations=(1,)),
+    num_stages=4, num_codes=16, prior_width=8, prior_depth=1, prior_heads=2, prior_context=12)
+
+
+def make_tiny_audio_model(seed: int = 0) -> VQAudioModel:
+    """Random weights; codebooks set so every stage matters; hop 40 at 8 kHz (200 frames/s)."""
+    torch.manual_seed(seed)
+    model = VQAudioModel(TINY_AUDIO_CONFIG)
+    with torch.no_grad():
+        for s, vq in enumerate(model.quantizer.stages):
+            vq.codebook.copy_(torch.randn_like(vq.codebook) * 0.5 ** s)
+            vq.initialized.fill_(True)
+        for p in model.prior.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_model_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("models") / "tiny_audio.safetensors"
+    save_model(make_tiny_audio_model(), path, name="tiny-audio", qualities=[1, 2, 4],
+               default_quality=2)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_model(tiny_audio_model_path):
+    return load_model(tiny_audio_model_path)
 
 
 @pytest.fixture

@@ -162,3 +162,58 @@ def test_help():
     for cmd in ([], ["compress"], ["decompress"], ["info"]):
         r = run(*cmd, "--help")
         assert r.exit_code == 0 and "Usage" in r.output
+
+
+@pytest.fixture
+def speech(tmp_path):
+    import soundfile
+    t = np.arange(12000) / 16000
+    x = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
+    path = tmp_path / "talk.wav"
+    soundfile.write(path, np.stack([x, 0.5 * x], 1), 16000)
+    return path
+
+
+def test_audio_round_trip(tmp_path, speech, tiny_audio_model_path):
+    import soundfile
+    vqc = tmp_path / "talk.vqc"
+    r = run("compress", speech, vqc, "--model", tiny_audio_model_path, "--bitrate", "1.6",
+            "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert "kbps" in r.output and "2 ch at 16000 Hz" in r.output
+    for suffix in (".wav", ".flac"):
+        out = tmp_path / f"out{suffix}"
+        r = run("decompress", vqc, out, "--model", tiny_audio_model_path)
+        assert r.exit_code == 0, r.output
+        info = soundfile.info(out)
+        assert (info.samplerate, info.channels, info.frames) == (16000, 2, 12000)
+    r = run("info", vqc)
+    assert r.exit_code == 0, r.output
+    assert "media: audio" in r.output and "2 channel(s), 12000 samples at 16000 Hz" in r.output
+
+
+def test_audio_errors(tmp_path, speech, tiny_audio_model_path, tiny_model_path, photo):
+    vqc = tmp_path / "talk.vqc"
+    assert_one_line_error(run("compress", speech, vqc, "--model", tiny_audio_model_path,
+                              "--quality", "2"), "--quality is for images")
+    assert_one_line_error(run("compress", photo, vqc, "--model", tiny_model_path,
+                              "--bitrate", "6"), "--bitrate is for audio")
+    assert_one_line_error(run("compress", speech, vqc, "--model", tiny_audio_model_path,
+                              "--bitrate", "7"), "bitrate must be one of")
+    assert_one_line_error(run("compress", speech, vqc, "--model", tiny_model_path),
+                          "not an audio model")
+    fake = tmp_path / "fake.wav"
+    fake.write_text("not audio at all")
+    assert_one_line_error(run("compress", fake, vqc, "--model", tiny_audio_model_path), "")
+    empty = tmp_path / "empty.flac"
+    empty.write_bytes(b"")
+    assert_one_line_error(run("compress", empty, vqc, "--model", tiny_audio_model_path), "")
+    assert not vqc.exists()
+    assert run("compress", speech, vqc, "--model", tiny_audio_model_path).exit_code == 0
+    data = vqc.read_bytes()
+    (tmp_path / "cut.vqc").write_bytes(data[: len(data) // 2])
+    assert_one_line_error(run("decompress", tmp_path / "cut.vqc", tmp_path / "o.wav",
+                              "--model", tiny_audio_model_path), "")
+    assert_one_line_error(run("decompress", vqc, tmp_path / "o.xyz",
+                              "--model", tiny_audio_model_path), "")
+    assert not (tmp_path / "o.wav").exists() and not (tmp_path / "o.xyz").exists()

@@ -64,3 +64,76 @@ def test_training_continues_from_a_model_file(tmp_path, rng, tiny_model_path):
     # One step moves the weights a little from the file's, not from a fresh initialisation.
     key = "decoder.net.0.weight"
     assert (trained[key] - start[key]).abs().max() < 0.05
+
+
+def test_linear_path_starts_at_the_patch_pca(tmp_path, rng):
+    """A fresh model with the linear path is exactly the PCA block transform: orthonormal
+    basis, encoder = projection, decoder = its transpose, conv paths silent."""
+    import dataclasses
+
+    import torch
+
+    from vqcodec.models.image_autoencoder import init_linear_path_from_pca
+    from vqcodec.models.image_model import VQImageModel
+    from vqcodec.models.training import CropSampler, load_training_images
+
+    ae = dataclasses.replace(TINY_CONFIG.autoencoder, linear_path=True, latent_dim=24)
+    model = VQImageModel(dataclasses.replace(TINY_CONFIG, autoencoder=ae))
+    images = load_training_images([make_folder(tmp_path / "imgs", rng)])
+    crops = CropSampler(images, 32, seed=0).batch(16)
+    explained = init_linear_path_from_pca(model.encoder, model.decoder, crops)
+    assert 0.5 < explained < 1.0
+    basis = model.encoder.linear.weight.flatten(1)
+    assert torch.allclose(basis @ basis.T, torch.eye(24), atol=1e-4)
+    with torch.no_grad():
+        z = model.encoder(crops)
+        y = model.decoder(z)
+        # Projection onto the kept components: applying it twice changes nothing.
+        again = model.decoder(model.encoder(y))
+        assert torch.allclose(again, y, atol=1e-4)
+        mse = (y - crops).pow(2).mean()
+        assert mse < crops.var()  # keeps most of the signal
+    # Training moves the linear path slowly (lr scale) and the log records the PCA step.
+    run = tmp_path / "run"
+    train_autoencoder(run=str(run), train=[str(tmp_path / "imgs")], val=[str(tmp_path / "imgs")],
+                      config=dataclasses.replace(TINY_CONFIG, autoencoder=ae), minutes=5,
+                      batch=2, crop=32, val_crop=64, eval_every_s=1e9, max_steps=2,
+                      pca_crops_count=8)
+    assert "PCA init of the linear path" in (run / "log.txt").read_text()
+
+
+def test_audio_training_resumes_and_exports(tmp_path):
+    """Audio autoencoder + prior train a few steps on generated clips, resume, export, and the
+    exported model compresses through the CLI."""
+    import soundfile
+    import torch
+
+    from conftest import TINY_AUDIO_CONFIG
+    from vqcodec.models.audio_training import train_audio_autoencoder, train_audio_prior
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    g = np.random.default_rng(0)
+    for i in range(3):
+        t = np.arange(16000) / 8000
+        soundfile.write(folder / f"{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 90 * i) * t)
+                        + 0.02 * g.standard_normal(t.size), 8000)
+    files = sorted(folder.glob("*.wav"))
+    run = tmp_path / "arun"
+    kw = dict(run=str(run), train=files, val=files, config=TINY_AUDIO_CONFIG, minutes=5,
+              batch=2, seconds=0.25, eval_every_s=1e9, log_every=1)
+    train_audio_autoencoder(**kw, max_steps=2)
+    train_audio_autoencoder(**kw, max_steps=1)
+    assert torch.load(run / "state.pt", weights_only=True)["step"] == 3
+    assert "EVAL step 3" in (run / "log.txt").read_text()
+    train_audio_prior(run=str(run), config=TINY_AUDIO_CONFIG, train=files, val=files, minutes=5,
+                      batch=2, max_steps=2, log_every=1)
+    assert "kbps" in (run / "prior_log.txt").read_text()
+    out = tmp_path / "a.safetensors"
+    r = CliRunner().invoke(cli, ["train", "export", str(run), str(out), "--name", "a-test",
+                                 "--qualities", "1,2,4", "--default-quality", "2"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["compress", str(files[0]), str(tmp_path / "a.vqc"),
+                                 "--model", str(out), "--bitrate", "1.6"])
+    assert r.exit_code == 0, r.output
+    assert "kbps" in r.output

@@ -56,21 +56,47 @@ model_option = click.option("--model", default=None,
 @click.group()
 @click.version_option(package_name="vqcodec")
 def cli() -> None:
-    """vqcodec: neural image compression with residual vector quantization."""
+    """vqcodec: neural image and audio compression with residual vector quantization."""
 
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT")
 @click.argument("output_path", metavar="OUTPUT")
 @click.option("--quality", "-q", type=int, default=None,
-              help="Rate setting 1..N of the model (higher: more bits, better quality).")
+              help="Image rate setting 1..N of the model (higher: more bits, better quality).")
+@click.option("--bitrate", "-b", type=float, default=None,
+              help="Audio bitrate in kbps before entropy coding (e.g. 1.5, 3, 6, 12).")
 @model_option
 @device_option
 @user_errors
-def compress(input_path: str, output_path: str, quality: int | None, model: str | None,
-             device: str) -> None:
-    """Compress an image (PNG, JPEG, ...) into a .vqc file."""
+def compress(input_path: str, output_path: str, quality: int | None, bitrate: float | None,
+             model: str | None, device: str) -> None:
+    """Compress an image (PNG, JPEG, ...) or audio (WAV, FLAC, OGG) into a .vqc file.
+
+    The kind is chosen from INPUT's suffix; --model overrides the default model of that kind.
+    """
     from ..codec.atomic import write_atomically
+    from ..codec.audio_io import is_audio_path
+
+    if is_audio_path(input_path):
+        if quality is not None:
+            raise InputError("--quality is for images; audio takes --bitrate")
+        from ..codec.audio_codec import compress_audio
+        from ..codec.audio_io import load_audio
+        from ..models.registry import DEFAULT_AUDIO_MODEL
+
+        clip = load_audio(input_path)
+        result = compress_audio(clip, model=model or DEFAULT_AUDIO_MODEL, bitrate=bitrate,
+                                device=device)
+        write_atomically(output_path, result.data)
+        click.echo(f"{input_path} -> {output_path}: {len(result.data)} bytes, "
+                   f"{result.kbps:.3f} kbps (payload {result.payload_kbps:.3f} kbps, "
+                   f"{result.raw_kbps:g} kbps before the prior), {clip.seconds:.2f} s of audio, "
+                   f"{clip.channels} ch at {clip.sample_rate} Hz, {result.header.num_stages} "
+                   f"stages, {result.seconds:.2f} s")
+        return
+    if bitrate is not None:
+        raise InputError("--bitrate is for audio; images take --quality")
     from ..codec.image_codec import compress_image
     from ..codec.image_io import load_image
     from ..models.registry import DEFAULT_IMAGE_MODEL
@@ -93,14 +119,24 @@ def compress(input_path: str, output_path: str, quality: int | None, model: str 
 @device_option
 @user_errors
 def decompress(input_path: str, output_path: str, model: str | None, device: str) -> None:
-    """Decode a .vqc file to an image (format from OUTPUT's suffix, e.g. .png)."""
+    """Decode a .vqc file to an image (.png, ...) or audio (.wav, .flac): format from OUTPUT."""
     import time
 
+    start = time.perf_counter()
+    data = read_input(input_path)
+    if read_header(data).media_type.name == "AUDIO":
+        from ..codec.audio_codec import decompress_audio
+        from ..codec.audio_io import save_audio
+
+        clip = decompress_audio(data, model=model, device=device)
+        save_audio(output_path, clip)
+        click.echo(f"{input_path} -> {output_path}: {clip.seconds:.2f} s, {clip.channels} ch at "
+                   f"{clip.sample_rate} Hz, {time.perf_counter() - start:.2f} s")
+        return
     from ..codec.image_codec import decompress_image
     from ..codec.image_io import save_image
 
-    start = time.perf_counter()
-    array = decompress_image(read_input(input_path), model=model, device=device)
+    array = decompress_image(data, model=model, device=device)
     save_image(array, output_path)
     click.echo(f"{input_path} -> {output_path}: {array.shape[1]}x{array.shape[0]}, "
                f"{time.perf_counter() - start:.2f} s")
@@ -122,7 +158,11 @@ def info(input_path: str) -> None:
         lines[1:1] = [f"image: {width}x{height} {'grayscale' if c == 1 else 'RGB'}"]
         lines.append(f"bits per pixel: {8 * len(data) / (width * height):.4f}")
     else:
-        lines[1:1] = [f"audio: {h.shape} at {h.sample_rate} Hz"]
+        channels, samples = h.shape
+        seconds = samples / h.sample_rate
+        lines[1:1] = [f"audio: {channels} channel(s), {samples} samples at {h.sample_rate} Hz "
+                      f"({seconds:.2f} s)"]
+        lines.append(f"kilobits per second: {8 * len(data) / seconds / 1000:.3f}")
     click.echo("\n".join(lines))
 
 

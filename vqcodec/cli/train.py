@@ -9,11 +9,18 @@ import click
 SHARED = "../shared/data/images"
 
 
-def _config(run: str):
-    from ..models.image_model import ImageModelConfig
+def _config(run: str, kind: str | None = None):
+    """The model config of a run folder (config.json; its "kind" defaults to image), or the
+    default config of `kind` for a new run."""
+    from ..models.registry import MODEL_KINDS
     path = Path(run) / "config.json"
-    return ImageModelConfig.from_dict(json.loads(path.read_text())) if path.exists() \
-        else ImageModelConfig()
+    if not path.exists():
+        return MODEL_KINDS[kind or "image"][0]()
+    d = json.loads(path.read_text())
+    found = d.pop("kind", "image")
+    if kind is not None and found != kind:
+        raise click.ClickException(f"{run} holds a {found} model run, not {kind}")
+    return MODEL_KINDS[found][0].from_dict(d)
 
 
 def _default_train() -> list[str]:
@@ -48,7 +55,7 @@ def image_autoencoder(run, train_paths, val_path, minutes, lr, batch, crop, devi
                       init_from) -> None:
     """Train the autoencoder + residual quantizer into RUN/state.pt."""
     from ..models.training import train_autoencoder
-    config = _config(run)
+    config = _config(run, "image")
     if init_from and not (Path(run) / "state.pt").exists():
         from ..models.registry import load_model
         config = load_model(init_from).model.config
@@ -67,22 +74,81 @@ def image_prior(run, train_paths, val_path, minutes, lr) -> None:
     from ..models.training import train_prior
     train_prior(run=run, autoencoder_state=str(Path(run) / "state.pt"),
                 train=list(train_paths) or _default_train(), val=[val_path],
-                config=_config(run), minutes=minutes, lr=lr)
+                config=_config(run, "image"), minutes=minutes, lr=lr)
+
+
+def _audio_files(train_paths, val_paths):
+    from ..models.audio_training import default_audio_split
+    train_files, val_files = default_audio_split()
+    expand = lambda paths: [f for p in paths for f in (  # noqa: E731
+        sorted(q for q in Path(p).rglob("*") if q.is_file() and q.suffix.lower() in
+               {".wav", ".flac", ".ogg"}) if Path(p).is_dir() else [Path(p)])]
+    return (expand(train_paths) or train_files), (expand(val_paths) or val_files)
+
+
+audio_data_options = [
+    click.option("--train", "train_paths", multiple=True,
+                 help="Audio folders/files (repeatable); default: the ../shared/data/audio split."),
+    click.option("--val", "val_paths", multiple=True, help="Validation audio (repeatable)."),
+]
+
+
+def _with(options):
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
+
+
+@train.command("audio-autoencoder")
+@click.argument("run")
+@_with(audio_data_options)
+@click.option("--minutes", type=float, default=60, show_default=True)
+@click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--seconds", type=float, default=1.0, show_default=True, help="Segment length.")
+@click.option("--device", default="cpu", show_default=True)
+def audio_autoencoder(run, train_paths, val_paths, minutes, lr, batch, seconds, device) -> None:
+    """Train the audio autoencoder + residual quantizer into RUN/state.pt."""
+    from ..models.audio_training import train_audio_autoencoder
+    train_files, val_files = _audio_files(train_paths, val_paths)
+    train_audio_autoencoder(run=run, train=train_files, val=val_files,
+                            config=_config(run, "audio"), minutes=minutes, lr=lr, batch=batch,
+                            seconds=seconds, device=device)
+
+
+@train.command("audio-prior")
+@click.argument("run")
+@_with(audio_data_options)
+@click.option("--minutes", type=float, default=30, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--batch", type=int, default=8, show_default=True)
+def audio_prior(run, train_paths, val_paths, minutes, lr, batch) -> None:
+    """Train the frame prior on a frozen audio autoencoder (RUN/state.pt)."""
+    from ..models.audio_training import train_audio_prior
+    train_files, val_files = _audio_files(train_paths, val_paths)
+    train_audio_prior(run=run, config=_config(run, "audio"), train=train_files, val=val_files,
+                      minutes=minutes, lr=lr, batch=batch)
 
 
 @train.command("export")
 @click.argument("run")
 @click.argument("output")
 @click.option("--name", required=True, help="Model id written into every .vqc file.")
-@click.option("--qualities", required=True, help="Stages per quality, e.g. 4,6,8,12,16,24.")
+@click.option("--qualities", required=True,
+              help="Stages per rate setting, e.g. 4,6,8,12,16,24 (audio: 2,4,8,16).")
 @click.option("--default-quality", type=int, required=True)
 def export(run, output, name, qualities, default_quality) -> None:
-    """Write RUN/prior_state.pt as a float16 safetensors model file."""
+    """Write RUN/prior_state.pt (image or audio run) as a float16 safetensors model file."""
     import torch
 
+    from ..models.audio_model import AudioModelConfig, VQAudioModel
     from ..models.image_model import VQImageModel
+
     from ..models.registry import save_model
-    model = VQImageModel(_config(run))
+    config = _config(run)
+    model = (VQAudioModel if isinstance(config, AudioModelConfig) else VQImageModel)(config)
     prior_state = torch.load(Path(run) / "prior_state.pt", weights_only=True)
     ae_state = torch.load(Path(run) / "state.pt", weights_only=True)
     model.load_state_dict(prior_state["model"])

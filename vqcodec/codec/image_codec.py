@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..models.registry import DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_model
+from ..models.registry import (DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_model,
+                               model_for_header)
 from .container import ContainerHeader, MediaType, pack_container, unpack_container
 from .device import resolve_device
 from .image_io import as_image_array
@@ -73,6 +74,7 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
     start = time.perf_counter()
     dev = resolve_device(device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
+    loaded.require_kind("image")
     net = loaded.model
     array = as_image_array(image)
     height, width = array.shape[:2]
@@ -89,24 +91,6 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
     return ImageCompression(data=data, header=header, payload_bytes=len(coded.payload),
                             nll_bits=coded.nll_bits, num_pixels=height * width,
                             seconds=time.perf_counter() - start)
-
-
-def model_for_header(header: ContainerHeader, model: str | LoadedModel | None,
-                     device: torch.device) -> LoadedModel:
-    """The model that made `header`'s file, or a clear error."""
-    if isinstance(model, LoadedModel):
-        loaded = model
-    else:
-        try:
-            loaded = load_model(model or header.model_id, device=device)
-        except ModelError as e:
-            raise ModelError(f"this file needs model {header.model_id!r}, which is not "
-                             f"available ({e})") from None
-    if loaded.name != header.model_id or loaded.weights_hash != header.weights_hash:
-        raise ModelError(
-            f"this file was made by model {header.model_id!r} (weights {header.weights_hash.hex()}); "
-            f"the model given is {loaded.name!r} (weights {loaded.weights_hash.hex()})")
-    return loaded
 
 
 def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,

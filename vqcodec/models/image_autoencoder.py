@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -20,6 +21,10 @@ class ImageAutoencoderConfig:
     widths: tuple[int, ...] = (64, 160, 256)  # at 1/4, 1/8, 1/16 resolution
     encoder_blocks: tuple[int, ...] = (1, 1, 2)
     decoder_blocks: tuple[int, ...] = (2, 2, 3)
+    # A linear block transform (stride x stride patches <-> latent) beside the convolutional
+    # path. Initialised by PCA it starts training at the linear optimum, which a CPU-trained
+    # conv net alone does not reach in hours (Kodak, D=64: PCA 28.7 dB, conv net 26.1 dB).
+    linear_path: bool = False
 
     @property
     def stride(self) -> int:
@@ -59,9 +64,11 @@ class ImageEncoder(nn.Module):
             layers += [ResBlock(width) for _ in range(config.encoder_blocks[i])]
         layers += [nn.LeakyReLU(0.2), nn.Conv2d(w[-1], config.latent_dim, 1)]
         self.net = nn.Sequential(*layers)
+        self.linear = _block_transform(config, transpose=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x * 2 - 1)
+        x = x * 2 - 1
+        return self.net(x) if self.linear is None else self.linear(x) + self.net(x)
 
 
 class ImageDecoder(nn.Module):
@@ -76,6 +83,46 @@ class ImageDecoder(nn.Module):
             layers += [ResBlock(width) for _ in range(blocks[i])]
         layers += [nn.LeakyReLU(0.2), nn.Conv2d(w[-1], 48, 3, padding=1), nn.PixelShuffle(4)]
         self.net = nn.Sequential(*layers)
+        self.linear = _block_transform(config, transpose=True)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return (self.net(z) + 1) / 2
+        y = self.net(z) if self.linear is None else self.linear(z) + self.net(z)
+        return (y + 1) / 2
+
+
+def _block_transform(config: ImageAutoencoderConfig, *, transpose: bool) -> nn.Module | None:
+    """The optional linear path: one conv (or transposed conv) with kernel = stride = the model's
+    stride, i.e. a block transform. The conv path's last layer starts at zero, so a fresh model
+    is exactly this transform until training moves it."""
+    if not config.linear_path:
+        return None
+    s, d = config.stride, config.latent_dim
+    return nn.ConvTranspose2d(d, 3, s, stride=s) if transpose else nn.Conv2d(3, d, s, stride=s)
+
+
+@torch.no_grad()
+def init_linear_path_from_pca(encoder: ImageEncoder, decoder: ImageDecoder,
+                              images: torch.Tensor) -> float:
+    """Set the linear paths to the PCA of stride x stride patches of `images` ([N, 3, H, W] in
+    [0, 1], H and W multiples of the stride) and zero the conv paths' last layers.
+
+    Returns the fraction of patch variance the kept components explain.
+    """
+    lin_e, lin_d = encoder.linear, decoder.linear
+    d, s = lin_e.out_channels, lin_e.kernel_size[0]
+    x = images * 2 - 1
+    mean = x.mean(dim=(0, 2, 3))  # per channel: ConvTranspose2d has one bias per channel
+    patches = F.unfold(x - mean[None, :, None, None], s, stride=s)  # [N, 3*s*s, L]
+    patches = patches.permute(0, 2, 1).reshape(-1, patches.shape[1]).double()
+    cov = patches.T @ patches / len(patches)
+    eigval, eigvec = torch.linalg.eigh(cov)
+    basis = eigvec.flip(1)[:, :d].T.float()  # [D, 3*s*s], orthonormal rows
+    weight = basis.reshape(d, 3, s, s)
+    lin_e.weight.copy_(weight)
+    lin_e.bias.copy_(-(weight * mean[None, :, None, None]).sum(dim=(1, 2, 3)))
+    lin_d.weight.copy_(weight)
+    lin_d.bias.copy_(mean)
+    for last in (encoder.net[-1], decoder.net[-2]):
+        last.weight.zero_()
+        last.bias.zero_()
+    return (eigval.flip(0)[:d].sum() / eigval.sum()).item()

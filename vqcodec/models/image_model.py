@@ -45,6 +45,8 @@ class ImageModelConfig:
 class VQImageModel(nn.Module):
     """RGB image in [0, 1] <-> residual-VQ indices [B, S, H/stride, W/stride], plus their prior."""
 
+    kind = "image"
+
     def __init__(self, config: ImageModelConfig) -> None:
         super().__init__()
         self.config = config

@@ -14,11 +14,16 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..codec.container import weights_hash
+from ..codec.container import ContainerHeader, weights_hash
+from .audio_model import AudioModelConfig, VQAudioModel
 from .image_model import ImageModelConfig, VQImageModel
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_IMAGE_MODEL = "vqimage-v1"
+DEFAULT_AUDIO_MODEL = "vqaudio-v1"
+
+# kind (as written in a model file) -> (config class, model class)
+MODEL_KINDS = {"image": (ImageModelConfig, VQImageModel), "audio": (AudioModelConfig, VQAudioModel)}
 
 
 class ModelError(ValueError):
@@ -29,7 +34,7 @@ class ModelError(ValueError):
 class LoadedModel:
     name: str
     kind: str  # "image" or "audio"
-    model: VQImageModel
+    model: VQImageModel | VQAudioModel
     weights_hash: bytes
     qualities: list[int]
     default_quality: int
@@ -40,14 +45,22 @@ class LoadedModel:
     def entropy_codec(self):
         """The latent codec, always on the CPU: the prior's tables must be bit-identical
         wherever a file is decoded, and CPU float results do not depend on whether the
-        autoencoder ran on a GPU. (The prior is small: it works at 1/16 resolution.)"""
-        from ..codec.latent_codec import StageByStageCodec
+        autoencoder ran on a GPU. (The priors are small: they work on the latent grid.)"""
         if self._codec is None:
             net = self.model
             if next(net.parameters()).device.type != "cpu":
                 net = copy.deepcopy(net).cpu()
-            self._codec = StageByStageCodec(prior=net.prior, quantizer=net.quantizer)
+            if self.kind == "audio":
+                from ..codec.frame_codec import FrameByFrameCodec
+                self._codec = FrameByFrameCodec(prior=net.prior)
+            else:
+                from ..codec.latent_codec import StageByStageCodec
+                self._codec = StageByStageCodec(prior=net.prior, quantizer=net.quantizer)
         return self._codec
+
+    def require_kind(self, kind: str) -> None:
+        if self.kind != kind:
+            raise ModelError(f"model {self.name!r} is an {self.kind} model, not an {kind} model")
 
     def stages_for_quality(self, quality: int) -> int:
         if not 1 <= quality <= len(self.qualities):
@@ -60,12 +73,13 @@ def shipped_models() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
 
 
-def save_model(model: VQImageModel, path: str | Path, *, name: str, qualities: list[int],
-               default_quality: int, half: bool = True, training: dict | None = None) -> None:
+def save_model(model: VQImageModel | VQAudioModel, path: str | Path, *, name: str,
+               qualities: list[int], default_quality: int, half: bool = True,
+               training: dict | None = None) -> None:
     """Write weights (float16 when `half`, which halves the file) and metadata."""
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
                for k, v in model.state_dict().items()}
-    meta = {"name": name, "kind": "image", "config": model.config.to_dict(),
+    meta = {"name": name, "kind": model.kind, "config": model.config.to_dict(),
             "qualities": qualities, "default_quality": default_quality,
             "training": training or {}}
     save_file(tensors, str(path), metadata={"vqcodec": json.dumps(meta)})
@@ -100,8 +114,8 @@ def load_model(name_or_path: str = DEFAULT_IMAGE_MODEL, *,
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["vqcodec"])
         tensors = load_file(str(path))
-        config = ImageModelConfig.from_dict(meta["config"])
-        model = VQImageModel(config)
+        config_class, model_class = MODEL_KINDS[meta.get("kind", "image")]
+        model = model_class(config_class.from_dict(meta["config"]))
         model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in tensors.items()})
     except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError, OSError) as e:
         raise ModelError(f"not a vqcodec model file: {path} ({type(e).__name__})") from None
@@ -111,4 +125,23 @@ def load_model(name_or_path: str = DEFAULT_IMAGE_MODEL, *,
                          default_quality=int(meta["default_quality"]),
                          training=dict(meta.get("training", {})))
     _CACHE[key] = loaded
+    return loaded
+
+
+def model_for_header(header: ContainerHeader, model: str | LoadedModel | None,
+                     device: str | torch.device) -> LoadedModel:
+    """The model that made `header`'s file, or a clear error."""
+    if isinstance(model, LoadedModel):
+        loaded = model
+    else:
+        try:
+            loaded = load_model(model or header.model_id, device=device)
+        except ModelError as e:
+            raise ModelError(f"this file needs model {header.model_id!r}, which is not "
+                             f"available ({e})") from None
+    if loaded.name != header.model_id or loaded.weights_hash != header.weights_hash:
+        raise ModelError(
+            f"this file was made by model {header.model_id!r} (weights {header.weights_hash.hex()}); "
+            f"the model given is {loaded.name!r} (weights {loaded.weights_hash.hex()})")
+    loaded.require_kind(header.media_type.name.lower())
     return loaded

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .image_autoencoder import init_linear_path_from_pca
 from .image_model import ImageModelConfig, VQImageModel
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -85,7 +86,8 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str], config: Ima
                       commit_weight: float = 0.25, log_every: int = 50,
                       eval_every_s: float = 300, device: str = "cpu",
                       max_steps: int | None = None, val_crop: int = 256,
-                      init_from: str | None = None) -> None:
+                      init_from: str | None = None, pca_crops_count: int = 512,
+                      linear_lr_scale: float = 0.1) -> None:
     """Train encoder, decoder and residual quantizer on random crops, for `minutes` of wall time
     (or `max_steps` more steps), resuming from `<run>/state.pt` when it exists.
 
@@ -102,12 +104,21 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str], config: Ima
         init_from: a model file (or shipped model name) to start from when the run folder has
             no state yet: continues training a shipped model in a new session (the optimizer
             state is not shipped and starts afresh).
+        pca_crops_count: random crops whose patch PCA initialises a fresh model's linear path.
+        linear_lr_scale: learning rate of the linear path relative to `lr`.
     """
     run_dir = Path(run)
     run_dir.mkdir(parents=True, exist_ok=True)
     model = VQImageModel(config).to(device)
-    opt = torch.optim.Adam(list(model.encoder.parameters()) + list(model.decoder.parameters()),
-                           lr=lr, betas=(0.9, 0.99))
+    # Adam moves every weight by ~lr per step whatever its gradient, which would shake the
+    # PCA-initialised linear path off its optimum: it gets a smaller rate.
+    linear = [p for m in (model.encoder.linear, model.decoder.linear) if m is not None
+              for p in m.parameters()]
+    conv = list(model.encoder.net.parameters()) + list(model.decoder.net.parameters())
+    groups = [{"params": conv, "lr_scale": 1.0}]
+    if linear:
+        groups.append({"params": linear, "lr_scale": linear_lr_scale})
+    opt = torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.99))
     state_path = run_dir / "state.pt"
     step, cpu0, wall0 = 0, 0.0, 0.0
     if state_path.exists():
@@ -123,9 +134,16 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str], config: Ima
         cpu0 = shipped.training.get("autoencoder_cpu_s", 0.0)
         wall0 = shipped.training.get("autoencoder_wall_s", 0.0)
     for g in opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g["lr_scale"]
     (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
-    sampler = CropSampler(load_training_images(train), crop, seed=step)
+    train_images = load_training_images(train)
+    sampler = CropSampler(train_images, crop, seed=step)
+    if step == 0 and config.autoencoder.linear_path:
+        pca_crops = CropSampler(train_images, crop, seed=12345).batch(pca_crops_count).to(device)
+        explained = init_linear_path_from_pca(model.encoder, model.decoder, pca_crops)
+        with open(run_dir / "log.txt", "a") as f:
+            print(f"PCA init of the linear path: {explained:.4%} of patch variance kept",
+                  file=f, flush=True)
     val_x = center_crops([im for im in load_training_images(val)[:48]
                           if min(im.shape[1:]) >= val_crop][:24], val_crop).to(device)
     log = open(run_dir / "log.txt", "a")

@@ -1,0 +1,177 @@
+"""Audio <-> `.vqc` bytes: the compress/decompress pipeline for audio.
+
+Each channel is resampled to the model's rate and coded on its own (one after another in the
+same stream); decoding resamples back to the input's rate and trims to its length. The
+autoencoder runs on windows of `WINDOW_SECONDS` with `MARGIN_FRAMES` of context on each side,
+so memory does not grow with the file; the prior codes chunks of its context length.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..models.registry import (DEFAULT_AUDIO_MODEL, LoadedModel, ModelError, load_model,
+                               model_for_header)
+from .audio_io import (MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioClip, as_audio_clip,
+                       resample)
+from .container import ContainerHeader, MediaType, pack_container, unpack_container
+from .device import resolve_device
+
+WINDOW_SECONDS = 30.0
+MARGIN_FRAMES = 16  # beyond the encoder's and decoder's receptive fields (checked by tests)
+
+
+@dataclass
+class AudioCompression:
+    """What `compress_audio` produced and measured."""
+
+    data: bytes  # the whole .vqc file
+    header: ContainerHeader
+    payload_bytes: int
+    nll_bits: float  # the prior's ideal payload size
+    duration: float  # seconds of audio
+    raw_kbps: float  # the bitrate of the coded stages before entropy coding
+    seconds: float  # time taken
+
+    @property
+    def kbps(self) -> float:
+        """File kilobits per second of audio (container included)."""
+        return 8 * len(self.data) / self.duration / 1000
+
+    @property
+    def payload_kbps(self) -> float:
+        return 8 * self.payload_bytes / self.duration / 1000
+
+
+def stages_for_bitrate(loaded: LoadedModel, kbps: float | None) -> int:
+    """Stages to code for a bitrate before entropy coding (None: the model's default)."""
+    if kbps is None:
+        return loaded.stages_for_quality(loaded.default_quality)
+    config = loaded.model.config
+    valid = {round(config.kbps(n), 3): n for n in loaded.qualities}
+    for rate, n in valid.items():
+        if abs(rate - kbps) < 1e-6 * max(1.0, rate) + 1e-9:
+            return n
+    choices = ", ".join(f"{r:g}" for r in sorted(valid))
+    raise ModelError(f"bitrate must be one of {choices} kbps for model {loaded.name}, got {kbps:g}")
+
+
+def _windows(total: int, window: int, margin: int):
+    """(start, end, keep_from, keep_to) in frames: windows of `window` frames with `margin`
+    frames of context each side (clipped to the signal)."""
+    for start in range(0, total, window):
+        end = min(total, start + window)
+        lo, hi = max(0, start - margin), min(total, end + margin)
+        yield lo, hi, start - lo, end - lo
+
+
+def _encode_channel(net, samples: torch.Tensor, num_stages: int) -> torch.Tensor:
+    """Mono waveform [T] (T a multiple of hop) -> indices [S', F], window by window."""
+    hop = net.config.hop
+    frames = samples.shape[0] // hop
+    window = max(1, int(WINDOW_SECONDS * net.config.autoencoder.frame_rate))
+    parts = []
+    for lo, hi, keep_from, keep_to in _windows(frames, window, MARGIN_FRAMES):
+        x = samples[lo * hop:hi * hop].view(1, 1, -1)
+        parts.append(net.encode(x, num_stages)[0, :, keep_from:keep_to])
+    return torch.cat(parts, 1)
+
+
+def _decode_channel(net, indices: torch.Tensor) -> torch.Tensor:
+    """Indices [S', F] -> mono waveform [F * hop], window by window."""
+    hop = net.config.hop
+    window = max(1, int(WINDOW_SECONDS * net.config.autoencoder.frame_rate))
+    parts = []
+    for lo, hi, keep_from, keep_to in _windows(indices.shape[1], window, MARGIN_FRAMES):
+        y = net.decode(indices[None, :, lo:hi])[0, 0]
+        parts.append(y[keep_from * hop:keep_to * hop])
+    return torch.cat(parts)
+
+
+def compress_audio(audio: AudioClip | tuple[np.ndarray, int], *,
+                   model: str | LoadedModel = DEFAULT_AUDIO_MODEL, bitrate: float | None = None,
+                   device: str = "auto") -> AudioCompression:
+    """Compress audio into a `.vqc` file's bytes.
+
+    Args:
+        audio: an `AudioClip`, or (samples, sample_rate) with samples float in [-1, 1] or int16,
+            shaped [n] (mono) or [channels, n].
+        model: shipped model name, model file path, or a loaded model.
+        bitrate: kbps before entropy coding (one of the model's rate settings, e.g. 1.5, 3, 6,
+            12); default: the model's default.
+        device: "auto", "cpu" or "cuda".
+    """
+    start = time.perf_counter()
+    clip = audio if isinstance(audio, AudioClip) else as_audio_clip(*audio)
+    dev = resolve_device(device)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
+    loaded.require_kind("audio")
+    net = loaded.model
+    stages = stages_for_bitrate(loaded, bitrate)
+    hop = net.config.hop
+    channels = []
+    for samples in clip.samples:
+        x = torch.from_numpy(resample(samples[None], clip.sample_rate, net.config.sample_rate)[0])
+        x = F.pad(x, (0, -x.shape[0] % hop))  # a clip has >= 1 sample, so >= 1 frame
+        channels.append(_encode_channel(net, x.to(dev), stages).cpu())
+    indices = torch.stack(channels)  # [C, S', F]
+    coded = loaded.entropy_codec().compress(indices)
+    header = ContainerHeader(
+        media_type=MediaType.AUDIO, model_id=loaded.name, weights_hash=loaded.weights_hash,
+        num_stages=stages, shape=(clip.channels, clip.num_samples),
+        sample_rate=clip.sample_rate, latent_shape=(clip.channels, indices.shape[2]))
+    data = pack_container(header, coded.payload)
+    return AudioCompression(data=data, header=header, payload_bytes=len(coded.payload),
+                            nll_bits=coded.nll_bits, duration=clip.seconds,
+                            raw_kbps=net.config.kbps(stages),
+                            seconds=time.perf_counter() - start)
+
+
+def expected_frames(num_samples: int, sample_rate: int, model_rate: int, hop: int) -> int:
+    """Frames the encoder produces for a channel of `num_samples` at `sample_rate`."""
+    resampled = -(-num_samples * model_rate // sample_rate)  # torchaudio rounds up
+    return max(1, -(-resampled // hop))
+
+
+def decompress_audio(data: bytes, *, model: str | LoadedModel | None = None,
+                     device: str = "auto") -> AudioClip:
+    """Decode a `.vqc` file's bytes to an `AudioClip` at the original rate, channels and length.
+
+    Args:
+        data: the file's bytes.
+        model: optional model name/path/loaded model; by default the one named in the file.
+        device: "auto", "cpu" or "cuda".
+    """
+    header, payload = unpack_container(data)
+    if header.media_type != MediaType.AUDIO:
+        raise ModelError(f"this .vqc file holds {header.media_type.name.lower()}, not audio")
+    dev = resolve_device(device)
+    loaded = model_for_header(header, model, dev)
+    net = loaded.model
+    if len(header.shape) != 2 or len(header.latent_shape) != 2:
+        raise ModelError("inconsistent .vqc header: audio needs (channels, samples)")
+    channels, num_samples = header.shape
+    if not (MIN_SAMPLE_RATE <= header.sample_rate <= MAX_SAMPLE_RATE
+            and 1 <= channels <= MAX_CHANNELS):
+        raise ModelError("inconsistent .vqc header: sample rate or channels out of range")
+    frames = expected_frames(num_samples, header.sample_rate, net.config.sample_rate,
+                             net.config.hop)
+    if (tuple(header.latent_shape) != (channels, frames)
+            or header.num_stages > net.config.num_stages):
+        raise ModelError("inconsistent .vqc header: shape, frames or stages do not fit the model")
+    try:
+        indices = loaded.entropy_codec().decompress(payload, channels, header.num_stages, frames)
+    except Exception as e:  # constriction reports a stream that does not fit as AssertionError
+        raise ModelError(f"corrupted .vqc payload ({type(e).__name__})") from None
+    out = []
+    for c in range(channels):
+        y = _decode_channel(net, indices[c].to(dev)).cpu().numpy()
+        y = resample(y[None], net.config.sample_rate, header.sample_rate)[0]
+        y = np.pad(y, (0, max(0, num_samples - y.shape[0])))[:num_samples]
+        out.append(y)
+    samples = np.clip(np.stack(out), -1, 1).astype(np.float32)  # resampling can overshoot
+    return AudioClip(samples=samples, sample_rate=header.sample_rate)
