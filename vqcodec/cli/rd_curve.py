@@ -1,5 +1,6 @@
 """`vqcodec rd-curve DIR`: rate-distortion curves of a model, classical baselines and
-published results, in CompressAI's JSON format, CSV, plots and a BD-rate table."""
+published results, in CompressAI's JSON format, CSV, plots and a BD-rate table; for audio
+(`codec.audio_rd`) the model's bitrates against Opus."""
 from __future__ import annotations
 
 import functools
@@ -115,59 +116,138 @@ PER_IMAGE_COLUMNS = ["codec", "quality", "image", "width", "height", "stages", "
                      "gap-percent", "encoding_time", "decoding_time"]
 
 
+def _audio_table(curves, saving) -> list[str]:
+    """Rows of the audio table: nominal kbps, the prior's NLL kbps, the real kbps (payload for
+    our model with --actual, the file for Opus), the prior's saving over the raw index bits,
+    SI-SNR and mel distance; "enc s" of Opus is its encode + decode round trip."""
+    header = (f"{'codec':<18} {'nominal':>7} {'stages':>6} {'nll-kbps':>8} {'real':>8} "
+              f"{'gap%':>6} {'saving%':>7} {'SI-SNR':>7} {'mel':>7} {'enc s':>7} {'dec s':>7}")
+    lines = [header, "-" * len(header)]
+    for curve in curves:
+        r = curve.results
+        for k in range(len(r["bitrate"])):
+            get = lambda key: r.get(key, [None] * (k + 1))[k]  # noqa: E731
+            stages = get("stages")
+            real = get("payload-kbps") if curve.kind == "model" else get("file-kbps")
+            save = 100 * saving[k] if curve.kind == "model" else None
+            enc = get("encoding_time") if curve.kind == "model" else get("roundtrip_time")
+            lines.append(
+                f"{curve.label[:18]:<18} {_fmt(get('bitrate'), '.3g', 7)} "
+                f"{'-' if stages is None else stages:>6} {_fmt(get('nll-kbps'), '.3f')} "
+                f"{_fmt(real, '.3f')} {_fmt(get('gap-percent'), '.2f', 6)} "
+                f"{_fmt(save, '.1f', 7)} {_fmt(get('si-snr'), '.2f', 7)} "
+                f"{_fmt(get('mel-distance'), '.3f', 7)} {_fmt(enc, '.3f', 7)} "
+                f"{_fmt(get('decoding_time'), '.3f', 7)}")
+    return lines
+
+
+def _explicit(name: str) -> bool:
+    """Whether the user gave option `name` (not just its default)."""
+    from click.core import ParameterSource
+    return click.get_current_context().get_parameter_source(name) not in (
+        ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
 @click.command("rd-curve")
 @click.argument("folder", metavar="DIR")
 @click.option("--model", default=None,
-              help="Shipped model name or path to a .safetensors model file "
-                   "[default: the default image model].")
+              help="Shipped model name or path to a .safetensors model file [default: the "
+                   "default image model, or the default audio model when DIR holds audio].")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]), help="Where the networks run.")
 @click.option("--qualities", default=None,
-              help="Comma list of the model's qualities to measure [default: all].")
+              help="Comma list of the model's qualities (rate settings 1..N; for audio its "
+                   "bitrates, lowest first) to measure [default: all].")
 @click.option("--batch-size", type=int, default=4, show_default=True,
-              help="Images of the same size per network pass.")
+              help="Images of the same size per network pass (images only).")
 @click.option("--actual", is_flag=True,
-              help="Also compress and decompress every image for real: bpp = payload bits, "
-                   "real times and the gap to the prior's NLL.")
-@click.option("--baselines", default="jpeg,webp", show_default=True,
-              help="Comma list of jpeg, webp, avif, jpegxl; 'all' or 'none'.")
+              help="Also compress and decompress every image or clip for real: rate = payload "
+                   "bits, real times and the gap to the prior's NLL.")
+@click.option("--baselines", default=None,
+              help="Comma list of jpeg, webp, avif, jpegxl (images) or opus (audio); 'all' or "
+                   "'none' [default: jpeg,webp for images, opus for audio].")
 @click.option("--baseline-qualities", default=",".join(str(q) for q in range(5, 100, 5)),
-              show_default=True, help="Quality settings (1..100) of the baselines.")
+              show_default=True, help="Quality settings (1..100) of the image baselines.")
+@click.option("--baseline-bitrates", default=None,
+              help="Bitrates in kbit/s (6..256) of the audio baseline "
+                   "[default: 6,8,10,12,16,24].")
 @click.option("--reference", "reference", default=None,
-              help="Folder of CompressAI-format result JSONs to plot and compare against.")
+              help="Folder of CompressAI-format result JSONs to plot and compare against "
+                   "(images only).")
 @click.option("--out", "out", default=None,
               help="Output folder [default: results/<name of DIR>].")
-@click.option("--per-image", is_flag=True, help="Also write per_image.csv.")
+@click.option("--per-image", is_flag=True,
+              help="Also write per-image or per-clip results (per_image.csv or per_clip.csv).")
 @click.option("--plots/--no-plots", default=True, show_default=True,
-              help="Write rd-psnr.png and rd-msssim.png (needs matplotlib).")
+              help="Write rd-psnr.png and rd-msssim.png (images) or rd-sisnr.png and "
+                   "rd-mel.png (audio); needs matplotlib.")
 @_errors
 def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
-             batch_size: int, actual: bool, baselines: str, baseline_qualities: str,
-             reference: str | None, out: str | None, per_image: bool, plots: bool) -> None:
-    """Measure rate-distortion curves on the images in DIR.
+             batch_size: int, actual: bool, baselines: str | None, baseline_qualities: str,
+             baseline_bitrates: str | None, reference: str | None, out: str | None,
+             per_image: bool, plots: bool) -> None:
+    """Measure rate-distortion curves on the images or audio clips in DIR.
 
-    Our model: bpp = the prior's NLL (no entropy coder) unless --actual, where bpp = the real
-    payload. Baselines: bpp = file bits / pixels. PSNR and MS-SSIM on 8-bit RGB per image,
-    then averaged (as CompressAI's eval_model); MS-SSIM is NaN (left out of the average) for
-    images under 161 px on the short side. Writes <model>.json and <baseline>.json (CompressAI
-    format), rd.csv, bd_rate.json, rd-psnr.png, rd-msssim.png and, with --per-image,
-    per_image.csv into --out.
+    Images: our model's bpp = the prior's NLL (no entropy coder) unless --actual, where bpp =
+    the real payload. Baselines: bpp = file bits / pixels. PSNR and MS-SSIM on 8-bit RGB per
+    image, then averaged (as CompressAI's eval_model); MS-SSIM is NaN (left out of the average)
+    for images under 161 px on the short side. Writes <model>.json and <baseline>.json
+    (CompressAI format), rd.csv, bd_rate.json, rd-psnr.png, rd-msssim.png and, with
+    --per-image, per_image.csv into --out.
+
+    Audio (an audio --model, or no --model and DIR holds audio files only): the same at every
+    bitrate of the model, with kbps instead of bpp and SI-SNR, mel distance and MSE against
+    the original; Opus as the baseline. Writes <model>.json, opus.json, rd.csv, rd-sisnr.png,
+    rd-mel.png and, with --per-image, per_clip.csv.
     """
+    from ..codec import rd
+    from ..codec.device import resolve_device
+    from ..models.registry import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, load_model
+
+    if batch_size < 1:
+        raise rd.RDError(f"--batch-size must be at least 1, got {batch_size}")
+    dev = resolve_device(device)
+    if model is None:
+        from ..codec.audio_rd import folder_kind
+        audio = folder_kind(folder) == "audio"
+        loaded = load_model(DEFAULT_AUDIO_MODEL if audio else DEFAULT_IMAGE_MODEL, device=dev)
+    else:
+        loaded = load_model(model, device=dev)
+        audio = loaded.kind == "audio"
+    if audio:
+        for name, option in (("batch_size", "--batch-size"), ("reference", "--reference"),
+                             ("baseline_qualities", "--baseline-qualities")):
+            if _explicit(name):
+                raise rd.RDError(f"{option} is for images; {loaded.name} is an audio model")
+        _audio_rd_curve(folder, loaded, dev, qualities=qualities, actual=actual,
+                        baselines=baselines, baseline_bitrates=baseline_bitrates, out=out,
+                        per_clip=per_image, plots=plots)
+        return
+    if baseline_bitrates is not None:
+        raise rd.RDError(f"--baseline-bitrates is for audio; {loaded.name} is an image model")
+    _image_rd_curve(folder, loaded, dev, qualities=qualities, batch_size=batch_size,
+                    actual=actual, baselines=baselines or "jpeg,webp",
+                    baseline_qualities=baseline_qualities, reference=reference, out=out,
+                    per_image=per_image, plots=plots)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def _image_rd_curve(folder: str, loaded, dev, *, qualities: str | None, batch_size: int,
+                    actual: bool, baselines: str, baseline_qualities: str,
+                    reference: str | None, out: str | None, per_image: bool,
+                    plots: bool) -> None:
+    """`rd-curve` on images (see `rd_curve`)."""
     import json
 
     from ..codec import rd
     from ..codec.atomic import write_atomically
-    from ..codec.device import resolve_device
-    from ..models.registry import DEFAULT_IMAGE_MODEL, load_model
-
-    def warn(message: str) -> None:
-        click.echo(f"warning: {message}", err=True)
 
     rd.check_dependencies()
-    if batch_size < 1:
-        raise rd.RDError(f"--batch-size must be at least 1, got {batch_size}")
-    dev = resolve_device(device)
-    loaded = load_model(model or DEFAULT_IMAGE_MODEL, device=dev)
+    if "opus" in [n.strip().lower() for n in baselines.split(",")]:
+        raise rd.RDError(f"baseline 'opus' is for audio; {loaded.name} is an image model")
     model_qualities = (_int_list(qualities, "--qualities", 1, len(loaded.qualities))
                        if qualities else list(range(1, len(loaded.qualities) + 1)))
     codecs, notes = rd.resolve_baselines(baselines.split(","))
@@ -176,11 +256,11 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
         rd.load_reference_curves(reference)
     images, skipped = rd.find_images(folder)
     for note in notes:
-        warn(note)
+        _warn(note)
     for path, reason in ref_skipped:
-        warn(f"reference {path} skipped: {reason}")
+        _warn(f"reference {path} skipped: {reason}")
     for name, reason in skipped:
-        warn(f"skipping {name}: {reason}")
+        _warn(f"skipping {name}: {reason}")
     if not images:
         raise rd.RDError(f"no readable images in {folder} ({len(skipped)} unreadable)")
     out_dir = Path(out) if out else Path("results") / (Path(folder).resolve().name or "rd")
@@ -284,5 +364,101 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
                         references=references, title=title)
                 written.append(str(out_dir / name))
         except ImportError:
-            warn("matplotlib is not installed: no plots (pip install 'vqcodec[rd]')")
+            _warn("matplotlib is not installed: no plots (pip install 'vqcodec[rd]')")
+    click.echo("wrote " + ", ".join(written))
+
+
+def _audio_rd_curve(folder: str, loaded, dev, *, qualities: str | None, actual: bool,
+                    baselines: str | None, baseline_bitrates: str | None, out: str | None,
+                    per_clip: bool, plots: bool) -> None:
+    """`rd-curve` on audio clips (see `rd_curve`); the measuring is in `codec.audio_rd`."""
+    import json
+
+    from ..codec import audio_rd
+    from ..codec.atomic import write_atomically
+    from ..codec.opus_baseline import MAX_KBPS_PER_CHANNEL, MIN_KBPS
+
+    model_qualities = (_int_list(qualities, "--qualities", 1, len(loaded.qualities))
+                       if qualities else list(range(1, len(loaded.qualities) + 1)))
+    names, notes = audio_rd.resolve_audio_baselines((baselines or "opus").split(","))
+    bitrates = (_int_list(baseline_bitrates, "--baseline-bitrates", int(MIN_KBPS),
+                          int(MAX_KBPS_PER_CHANNEL))
+                if baseline_bitrates else list(audio_rd.DEFAULT_OPUS_BITRATES))
+    clips, skipped = audio_rd.find_clips(folder)
+    for note in notes:
+        _warn(note)
+    for name, reason in skipped:
+        _warn(f"skipping {name}: {reason}")
+    if not clips:
+        from ..codec.rd import RDError
+        raise RDError(f"no readable audio files in {folder} ({len(skipped)} unreadable)")
+    out_dir = Path(out) if out else Path("results") / (Path(folder).resolve().name or "rd")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source = str(folder)
+
+    total = len(clips) * (len(model_qualities) + len(names) * len(bitrates))
+    with click.progressbar(length=total, label="rd-curve", file=sys.stderr,
+                           item_show_func=lambda item: item) as bar:
+        def progress(steps: int, what: str) -> None:
+            bar.update(steps, what)
+
+        evaluation = audio_rd.evaluate_audio_model(loaded, clips, qualities=model_qualities,
+                                                   actual=actual, progress=progress)
+        ours = audio_rd.audio_model_curve(evaluation, name=loaded.name, source=source,
+                                          device=str(dev))
+        records = list(evaluation.records)
+        base_curves = []
+        if "opus" in names:
+            recs = audio_rd.evaluate_opus(clips, bitrates=bitrates, progress=progress)
+            records.extend(recs)
+            base_curves.append(audio_rd.opus_curve(recs, source=source))
+
+    # Print.
+    saving = audio_rd.prior_saving(ours)
+    click.echo("\n".join(_audio_table([ours] + base_curves, saving)))
+    seconds = sum(c.seconds for c in clips)
+    summary = f"{len(clips)} clips, {seconds:.1f} s of audio"
+    if skipped:
+        summary += f", {len(skipped)} skipped (unreadable)"
+    click.echo(summary)
+    rate = "real payload" if actual else "prior NLL (entropy coder not run; --actual runs it)"
+    click.echo(f"{loaded.name}: kbps = {rate} bits / seconds / 1000, the mean over clips; "
+               f"saving = 1 - nll-kbps / raw-kbps (the prior's share of the raw index bits)")
+    if actual:
+        click.echo(f"check: batched NLL vs entropy coder NLL max relative difference "
+                   f"{evaluation.nll_difference:.2e}; batched vs real decoded audio max "
+                   f"difference {evaluation.audio_difference:.2e}; max gap (payload - NLL) / "
+                   f"NLL {100 * evaluation.max_gap:.2f} %")
+    if base_curves:
+        click.echo("opus: kbps = real .opus file bits / seconds / 1000 (headers included); "
+                   "enc s = opusenc + opusdec seconds per clip")
+
+    # Write (each file atomically; nothing is written before the measurements are complete).
+    written = []
+
+    def put(name: str, data: bytes) -> None:
+        write_atomically(out_dir / name, data)
+        written.append(str(out_dir / name))
+
+    for curve in [ours] + base_curves:
+        stem = _safe_name(loaded.name) if curve is ours else curve.name
+        put(f"{stem}.json", (json.dumps(curve.to_json(), indent=2) + "\n").encode())
+    rows = []  # rd.csv: our curve, then the baselines
+    for curve in [ours] + base_curves:
+        for k in range(len(curve.results["bitrate"])):
+            row = {key: values[k] for key, values in curve.results.items()}
+            rows.append({"codec": curve.label, "kind": curve.kind, **row})
+    put("rd.csv", _csv_bytes(rows, audio_rd.AUDIO_RD_COLUMNS))
+    if per_clip:
+        put("per_clip.csv", _csv_bytes([r.row() for r in records], audio_rd.PER_CLIP_COLUMNS))
+    if plots:
+        try:
+            from ..codec.rd_plot import plot_rd
+            title = f"{loaded.name} on {Path(folder).name} ({len(clips)} clips)"
+            for metric, name in (("si-snr", "rd-sisnr.png"), ("mel", "rd-mel.png")):
+                plot_rd(out_dir / name, metric=metric, ours=[ours], baselines=base_curves,
+                        title=title)
+                written.append(str(out_dir / name))
+        except ImportError:
+            _warn("matplotlib is not installed: no plots (pip install 'vqcodec[rd]')")
     click.echo("wrote " + ", ".join(written))

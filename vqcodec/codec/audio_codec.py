@@ -69,8 +69,26 @@ def _windows(total: int, window: int, margin: int):
         yield lo, hi, start - lo, end - lo
 
 
-def _encode_channel(net, samples: torch.Tensor, num_stages: int) -> torch.Tensor:
-    """Mono waveform [T] (T a multiple of hop) -> indices [S', F], window by window."""
+def model_input(samples: np.ndarray, sample_rate: int, net) -> torch.Tensor:
+    """One channel [n] at `sample_rate` -> the model's input: resampled to its rate and
+    zero-padded to a whole number of frames (a clip has >= 1 sample, so >= 1 frame)."""
+    x = torch.from_numpy(resample(samples[None], sample_rate, net.config.sample_rate)[0])
+    return F.pad(x, (0, -x.shape[0] % net.config.hop))
+
+
+def model_output(decoded: np.ndarray, net, sample_rate: int, num_samples: int) -> np.ndarray:
+    """One decoded channel at the model's rate -> `num_samples` at `sample_rate` (resampled
+    back, trimmed or zero-padded; not yet clipped to [-1, 1])."""
+    y = resample(decoded[None], net.config.sample_rate, sample_rate)[0]
+    return np.pad(y, (0, max(0, num_samples - y.shape[0])))[:num_samples]
+
+
+def encode_channel(net, samples: torch.Tensor, num_stages: int) -> torch.Tensor:
+    """Mono waveform [T] (T a multiple of hop) -> indices [S', F], window by window.
+
+    The first n stages do not depend on how many more are asked for (residual quantization),
+    so encoding all stages once serves every rate setting.
+    """
     hop = net.config.hop
     frames = samples.shape[0] // hop
     window = max(1, int(WINDOW_SECONDS * net.config.autoencoder.frame_rate))
@@ -81,7 +99,7 @@ def _encode_channel(net, samples: torch.Tensor, num_stages: int) -> torch.Tensor
     return torch.cat(parts, 1)
 
 
-def _decode_channel(net, indices: torch.Tensor) -> torch.Tensor:
+def decode_channel(net, indices: torch.Tensor) -> torch.Tensor:
     """Indices [S', F] -> mono waveform [F * hop], window by window."""
     hop = net.config.hop
     window = max(1, int(WINDOW_SECONDS * net.config.autoencoder.frame_rate))
@@ -112,12 +130,10 @@ def compress_audio(audio: AudioClip | tuple[np.ndarray, int], *,
     loaded.require_kind("audio")
     net = loaded.model
     stages = stages_for_bitrate(loaded, bitrate)
-    hop = net.config.hop
     channels = []
     for samples in clip.samples:
-        x = torch.from_numpy(resample(samples[None], clip.sample_rate, net.config.sample_rate)[0])
-        x = F.pad(x, (0, -x.shape[0] % hop))  # a clip has >= 1 sample, so >= 1 frame
-        channels.append(_encode_channel(net, x.to(dev), stages).cpu())
+        x = model_input(samples, clip.sample_rate, net)
+        channels.append(encode_channel(net, x.to(dev), stages).cpu())
     indices = torch.stack(channels)  # [C, S', F]
     coded = loaded.entropy_codec().compress(indices)
     header = ContainerHeader(
@@ -169,9 +185,7 @@ def decompress_audio(data: bytes, *, model: str | LoadedModel | None = None,
         raise ModelError(f"corrupted .vqc payload ({type(e).__name__})") from None
     out = []
     for c in range(channels):
-        y = _decode_channel(net, indices[c].to(dev)).cpu().numpy()
-        y = resample(y[None], net.config.sample_rate, header.sample_rate)[0]
-        y = np.pad(y, (0, max(0, num_samples - y.shape[0])))[:num_samples]
-        out.append(y)
+        y = decode_channel(net, indices[c].to(dev)).cpu().numpy()
+        out.append(model_output(y, net, header.sample_rate, num_samples))
     samples = np.clip(np.stack(out), -1, 1).astype(np.float32)  # resampling can overshoot
     return AudioClip(samples=samples, sample_rate=header.sample_rate)

@@ -291,7 +291,8 @@ class RDCurve:
 
     def values(self, key: str) -> np.ndarray:
         """`results[key]` as floats (NaN for missing values or a missing key)."""
-        n = len(self.results.get("bpp", []))
+        # Audio curves have no "bpp"; their lists are as long as any other key's.
+        n = len(self.results.get("bpp", next(iter(self.results.values()), [])))
         raw = self.results.get(key, [None] * n)
         return np.array([math.nan if v is None else float(v) for v in raw], dtype=float)
 

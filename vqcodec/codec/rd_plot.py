@@ -19,12 +19,18 @@ __all__ = ["plot_rd"]
 _METRICS = {
     "psnr": ("psnr-rgb", "PSNR-RGB (dB)"),
     "ms-ssim": ("ms-ssim-rgb", "MS-SSIM-RGB (dB) = -10 log10(1 - MS-SSIM)"),
+    "si-snr": ("si-snr", "SI-SNR (dB)"),
+    "mel": ("mel-distance", "mel distance (mean |log10 mel| difference; lower is better)"),
 }
+# The rate axis: bits per pixel for images, kilobits per second for audio.
+_RATE_AXIS = {"psnr": ("bpp", "bits per pixel"), "ms-ssim": ("bpp", "bits per pixel"),
+              "si-snr": ("kbps", "kilobits per second"),
+              "mel": ("kbps", "kilobits per second")}
 
 
 def _series(curve: RDCurve, metric: str) -> tuple[np.ndarray, np.ndarray]:
     key = _METRICS[metric][0]
-    x = curve.values("bpp")
+    x = curve.values(_RATE_AXIS[metric][0])
     y = curve.values(key)
     if metric == "ms-ssim":
         y = np.array([msssim_db(v) for v in y])
@@ -36,14 +42,16 @@ def _series(curve: RDCurve, metric: str) -> tuple[np.ndarray, np.ndarray]:
 def plot_rd(path: str | Path, *, metric: str, ours: Sequence[RDCurve],
             baselines: Sequence[RDCurve] = (), references: Sequence[RDCurve] = (),
             title: str = "") -> int:
-    """Draw bpp vs PSNR or MS-SSIM and write a PNG atomically.
+    """Draw rate vs distortion (bpp vs PSNR or MS-SSIM; kbps vs SI-SNR or mel distance) and
+    write a PNG atomically.
 
     Curves without a finite value of the metric are left out. The x axis spans our curves and
     the baselines (references may run past it); the y axis fits the points in view.
 
     Args:
         path: the PNG to write.
-        metric: "psnr" or "ms-ssim" (plotted in dB).
+        metric: "psnr" or "ms-ssim" (images, in dB; x = "bpp"), "si-snr" or "mel" (audio;
+            x = "kbps").
         ours: our model's curve(s), drawn bold.
         baselines: classical codecs measured here, dashed.
         references: published results, thin.
@@ -99,7 +107,7 @@ def plot_rd(path: str | Path, *, metric: str, ours: Sequence[RDCurve],
         low, high = min(finite), max(finite)
         pad = max(0.05 * (high - low), 0.1)
         ax.set_ylim(low - pad, high + pad)
-    ax.set_xlabel("bits per pixel")
+    ax.set_xlabel(_RATE_AXIS[metric][1])
     ax.set_ylabel(_METRICS[metric][1])
     ax.grid(True, alpha=0.3)
     if title:
