@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from vqcodec.codec.image_codec import _to_tensor
+from vqcodec.codec.image_codec import image_to_tensor
 from vqcodec.codec.image_io import load_image
 from vqcodec.models.registry import DEFAULT_IMAGE_MODEL, load_model
 
@@ -27,7 +27,7 @@ def main() -> int:
     net, codec = loaded.model, loaded.entropy_codec()
     worst_gap, failures, checked = 0.0, 0, 0
     for path in sorted(Path(args.folder).glob("*.png")):
-        x = _to_tensor(load_image(path), net.config.stride, torch.device("cpu"))
+        x = image_to_tensor(load_image(path), net.config.stride, torch.device("cpu"))
         all_indices = net.encode(x)[0]
         for q in range(1, len(loaded.qualities) + 1):
             n = loaded.stages_for_quality(q)

@@ -146,3 +146,12 @@ def test_clip_type(tiny_audio_model):
     out = decompress_audio(compress_audio(clip, model=tiny_audio_model).data,
                            model=tiny_audio_model)
     assert out.channels == 2 and out.num_samples == 500
+
+
+def test_python_api(tiny_audio_model_path):
+    import vqcodec
+    x = tone(16000, 3000, 2)
+    data = vqcodec.compress_audio(x, 16000, bitrate=1.6, model=tiny_audio_model_path,
+                                  device="cpu")
+    samples, rate = vqcodec.decompress_audio(data, model=tiny_audio_model_path)
+    assert samples.shape == (2, 3000) and rate == 16000

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vqcodec.codec.container import ContainerError, unpack_container
-from vqcodec.codec.image_codec import (_to_tensor, compress_image, decompress_image)
+from vqcodec.codec.image_codec import (image_to_tensor, compress_image, decompress_image)
 from vqcodec.codec.latent_codec import StageByStageCodec
 from vqcodec.models.registry import ModelError
 
@@ -25,7 +25,7 @@ def smooth_image(rng, h, w, channels=3):
 def test_indices_round_trip_exactly(tiny_model, rng, size, stages):
     net = tiny_model.model
     img = smooth_image(rng, *size)
-    x = _to_tensor(img, net.config.stride, torch.device("cpu"))
+    x = image_to_tensor(img, net.config.stride, torch.device("cpu"))
     indices = net.encode(x, stages)[0]
     codec = StageByStageCodec(prior=net.prior, quantizer=net.quantizer)
     coded = codec.compress(indices)
@@ -35,7 +35,7 @@ def test_indices_round_trip_exactly(tiny_model, rng, size, stages):
 
 def test_payload_close_to_nll(tiny_model, rng):
     net = tiny_model.model
-    x = _to_tensor(smooth_image(rng, 128, 96), net.config.stride, torch.device("cpu"))
+    x = image_to_tensor(smooth_image(rng, 128, 96), net.config.stride, torch.device("cpu"))
     indices = net.encode(x)[0]
     coded = StageByStageCodec(prior=net.prior, quantizer=net.quantizer).compress(indices)
     # Small streams pay for the coder's final words; the bound is loose on tiny inputs.
@@ -45,7 +45,7 @@ def test_payload_close_to_nll(tiny_model, rng):
 def test_nll_matches_prior_forward(tiny_model, rng):
     """The coder's NLL equals the sum of the prior's training-time log-likelihoods."""
     net = tiny_model.model
-    x = _to_tensor(smooth_image(rng, 64, 48), net.config.stride, torch.device("cpu"))
+    x = image_to_tensor(smooth_image(rng, 64, 48), net.config.stride, torch.device("cpu"))
     indices = net.encode(x)
     coded = StageByStageCodec(prior=net.prior, quantizer=net.quantizer).compress(indices[0])
     with torch.no_grad():
@@ -111,7 +111,7 @@ def test_other_model_refused(tiny_model, tiny_model_path, tmp_path, rng):
 def test_tables_do_not_depend_on_thread_count(tiny_model, rng):
     """A file made with one thread count decodes with another (same machine)."""
     net = tiny_model.model
-    x = _to_tensor(smooth_image(rng, 96, 80), net.config.stride, torch.device("cpu"))
+    x = image_to_tensor(smooth_image(rng, 96, 80), net.config.stride, torch.device("cpu"))
     indices = net.encode(x)[0]
     codec = StageByStageCodec(prior=net.prior, quantizer=net.quantizer)
     before = torch.get_num_threads()

@@ -15,7 +15,7 @@ from PIL import Image
 
 from vqcodec.cli.main import cli
 from vqcodec.codec import rd
-from vqcodec.codec.image_codec import _to_tensor, compress_image, decompress_image
+from vqcodec.codec.image_codec import image_to_tensor, compress_image, decompress_image
 from vqcodec.codec.rd import NamedImage, bd_rate, bd_rate_details
 
 COMPRESSAI_KEYS = {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"}
@@ -65,7 +65,7 @@ def test_nll_is_the_priors_sum_and_the_entropy_coders(tiny_model, images, evalua
     found = by_key(evaluation.records)
     assert len(found) == len(images) * 4
     for im in images:
-        x = _to_tensor(im.array, net.config.stride, torch.device("cpu"))
+        x = image_to_tensor(im.array, net.config.stride, torch.device("cpu"))
         with torch.no_grad():
             indices = net.encode(x)
             log2p = net.prior(indices, net.quantizer)
@@ -92,7 +92,7 @@ def test_batched_nll_without_actual(tiny_model, images):
         assert r.nll_bpp == pytest.approx(s.nll_bpp, rel=1e-5)
         assert r.psnr == pytest.approx(s.psnr, abs=1e-4)
     im = images[1]
-    x = _to_tensor(im.array, net.config.stride, torch.device("cpu"))
+    x = image_to_tensor(im.array, net.config.stride, torch.device("cpu"))
     with torch.no_grad():
         indices = net.encode(x)
         want = float(-net.prior(indices, net.quantizer)[:, :1].double().sum())

@@ -1,15 +1,20 @@
-"""vqcodec: neural image compression with residual vector quantization and a learned prior.
+"""vqcodec: neural image and audio compression with residual vector quantization and a
+learned prior.
 
-    >>> import vqcodec, numpy as np
-    >>> data = vqcodec.compress(image)          # PIL image or uint8 array HxW / HxWx3
-    >>> array = vqcodec.decompress(data)        # uint8 array HxWx3 (HxW for grayscale)
+    >>> import vqcodec
+    >>> data = vqcodec.compress(image)             # PIL image or uint8 array HxW / HxWx3
+    >>> array = vqcodec.decompress(data)           # uint8 array HxWx3 (HxW for grayscale)
+    >>> data = vqcodec.compress_audio(samples, 44100, bitrate=6)  # float [n] or [channels, n]
+    >>> samples, rate = vqcodec.decompress_audio(data)           # float32 [channels, n]
 
-`compress` takes `quality=` (1..N of the model, default the model's own), `model=` (a shipped
-model name or a .safetensors path) and `device=` ("auto", "cpu", "cuda").
+`compress` takes `quality=` (1..N of the model, default the model's own), `compress_audio`
+takes `bitrate=` (kbps before entropy coding: one of the model's settings); both take `model=`
+(a shipped model name or a .safetensors path) and `device=` ("auto", "cpu", "cuda").
+`decompress` and `decompress_audio` read the model from the file.
 """
 from __future__ import annotations
 
-__all__ = ["compress", "decompress", "__version__"]
+__all__ = ["compress", "decompress", "compress_audio", "decompress_audio", "__version__"]
 __version__ = "0.1.0"
 
 
@@ -26,3 +31,19 @@ def decompress(data: bytes, *, model: str | None = None, device: str = "auto"):
     """Decode `.vqc` bytes to a uint8 numpy array (use `PIL.Image.fromarray` for a PIL image)."""
     from .codec.image_codec import decompress_image
     return decompress_image(data, model=model, device=device)
+
+
+def compress_audio(samples, sample_rate: int, *, bitrate: float | None = None,
+                   model: str | None = None, device: str = "auto") -> bytes:
+    """Compress audio (float in [-1, 1] or int16; [n] mono or [channels, n]) to `.vqc` bytes."""
+    from .codec.audio_codec import compress_audio as _compress
+    from .models.registry import DEFAULT_AUDIO_MODEL
+    return _compress((samples, sample_rate), model=model or DEFAULT_AUDIO_MODEL,
+                     bitrate=bitrate, device=device).data
+
+
+def decompress_audio(data: bytes, *, model: str | None = None, device: str = "auto"):
+    """Decode `.vqc` bytes to (samples float32 [channels, n], sample_rate)."""
+    from .codec.audio_codec import decompress_audio as _decompress
+    clip = _decompress(data, model=model, device=device)
+    return clip.samples, clip.sample_rate

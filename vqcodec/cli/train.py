@@ -108,14 +108,17 @@ def _with(options):
 @click.option("--lr", type=float, default=3e-4, show_default=True)
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--seconds", type=float, default=1.0, show_default=True, help="Segment length.")
+@click.option("--mel-weight", type=float, default=0.1, show_default=True,
+              help="Weight of the multi-scale mel loss against the waveform L1 loss.")
 @click.option("--device", default="cpu", show_default=True)
-def audio_autoencoder(run, train_paths, val_paths, minutes, lr, batch, seconds, device) -> None:
+def audio_autoencoder(run, train_paths, val_paths, minutes, lr, batch, seconds, mel_weight,
+                      device) -> None:
     """Train the audio autoencoder + residual quantizer into RUN/state.pt."""
     from ..models.audio_training import train_audio_autoencoder
     train_files, val_files = _audio_files(train_paths, val_paths)
     train_audio_autoencoder(run=run, train=train_files, val=val_files,
                             config=_config(run, "audio"), minutes=minutes, lr=lr, batch=batch,
-                            seconds=seconds, device=device)
+                            seconds=seconds, mel_weight=mel_weight, device=device)
 
 
 @train.command("audio-prior")

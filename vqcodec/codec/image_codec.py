@@ -42,7 +42,7 @@ class ImageCompression:
         return 8 * self.payload_bytes / self.num_pixels
 
 
-def _to_tensor(array: np.ndarray, stride: int, device: torch.device) -> torch.Tensor:
+def image_to_tensor(array: np.ndarray, stride: int, device: torch.device) -> torch.Tensor:
     """uint8 HxW or HxWx3 -> float [1, 3, H', W'] in [0, 1], padded to multiples of stride."""
     rgb = np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array
     x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1)[None].float() / 255
@@ -80,7 +80,7 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
     height, width = array.shape[:2]
     channels = 1 if array.ndim == 2 else 3
     stages = loaded.stages_for_quality(loaded.default_quality if quality is None else quality)
-    x = _to_tensor(array, net.config.stride, dev)
+    x = image_to_tensor(array, net.config.stride, dev)
     indices = net.encode(x, stages)[0].cpu()
     coded = loaded.entropy_codec().compress(indices)
     header = ContainerHeader(

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..models.registry import LoadedModel
-from .image_codec import _to_tensor, compress_image, decompress_image
+from .image_codec import image_to_tensor, compress_image, decompress_image
 from .image_io import InputError, load_image
 
 __all__ = [
@@ -424,7 +424,7 @@ def evaluate_model(loaded: LoadedModel, images: Sequence[NamedImage], *,
     for (h, w), members in groups.items():
         for chunk in _batches(members, batch_size):
             b = len(chunk)
-            x = torch.cat([_to_tensor(images[i].array, stride, device) for i in chunk])
+            x = torch.cat([image_to_tensor(images[i].array, stride, device) for i in chunk])
             original = (x[..., :h, :w] * 255).round()
             _sync(device)
             start = time.perf_counter()

@@ -116,14 +116,16 @@ def _val_segments(signals: list[torch.Tensor], length: int, count: int = 24) -> 
 
 def train_audio_autoencoder(*, run: str, train: list[Path], val: list[Path],
                             config: AudioModelConfig, minutes: float, batch: int = 8,
-                            seconds: float = 1.0, lr: float = 3e-4, mel_weight: float = 1.0,
+                            seconds: float = 1.0, lr: float = 3e-4, mel_weight: float = 0.1,
                             commit_weight: float = 0.25, log_every: int = 25,
                             eval_every_s: float = 300, device: str = "cpu",
                             max_steps: int | None = None) -> None:
     """Train encoder, decoder and residual quantizer on random segments for `minutes` of wall
     time (or `max_steps` more steps), resuming from `<run>/state.pt` when it exists.
 
-    Loss: L1 on the waveform + `mel_weight` x multi-scale log-mel L1 + commitment.
+    Loss: L1 on the waveform + `mel_weight` x multi-scale log-mel L1 + commitment. Without
+    adversarial losses a strong mel term buys a plausible spectrum with the wrong phase: at
+    weight 1.0 validation SI-SNR was still -12 dB after 2,000 steps.
 
     Args:
         run: run folder (state.pt, config.json, log.txt, cached audio).
