@@ -15,7 +15,10 @@ def _config(run: str, kind: str | None = None):
     from ..models.registry import MODEL_KINDS
     path = Path(run) / "config.json"
     if not path.exists():
-        return MODEL_KINDS[kind or "image"][0]()
+        if (kind or "image") == "image":
+            from ..models.image_model import NEW_RUN_CONFIG
+            return NEW_RUN_CONFIG
+        return MODEL_KINDS[kind][0]()
     d = json.loads(path.read_text())
     found = d.pop("kind", "image")
     if kind is not None and found != kind:

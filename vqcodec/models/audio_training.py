@@ -24,8 +24,8 @@ SHARED_AUDIO = "../shared/data/audio"
 
 def default_audio_split() -> tuple[list[Path], list[Path]]:
     """(train, val) files from ../shared/data/audio, as its README splits them: RAVDESS actors
-    01-20 / 21-24, ESC-10 folds 1-4 / 5, librosa for training, sms_tools every fifth file held
-    out (sorted by name)."""
+    01-20 / 21-24, ESC-10 folds 1-4 / 5 (the copy in ../shared holds folds 1-3 only, so all of
+    it trains), librosa for training, sms_tools every fifth file held out (sorted by name)."""
     root = Path(SHARED_AUDIO)
     train, val = [], []
     for actor in sorted((root / "speech/ravdess").glob("Actor_*")):

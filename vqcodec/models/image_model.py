@@ -42,6 +42,13 @@ class ImageModelConfig:
         return cls(autoencoder=ImageAutoencoderConfig(**ae), **d)
 
 
+# What `vqcodec train image-autoencoder` starts a new run with: the vqimage-v2 recipe. (The
+# dataclass defaults stay as they were, because model files written before a field existed
+# rely on them.)
+NEW_RUN_CONFIG = ImageModelConfig(
+    autoencoder=ImageAutoencoderConfig(latent_dim=128, linear_path=True), num_stages=24)
+
+
 class VQImageModel(nn.Module):
     """RGB image in [0, 1] <-> residual-VQ indices [B, S, H/stride, W/stride], plus their prior."""
 

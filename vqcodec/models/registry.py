@@ -12,14 +12,15 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
 from ..codec.container import ContainerHeader, weights_hash
 from .audio_model import AudioModelConfig, VQAudioModel
 from .image_model import ImageModelConfig, VQImageModel
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_IMAGE_MODEL = "vqimage-v1"
+DEFAULT_IMAGE_MODEL = "vqimage-v2"
 DEFAULT_AUDIO_MODEL = "vqaudio-v1"
 
 # kind (as written in a model file) -> (config class, model class)
@@ -108,16 +109,18 @@ def load_model(name_or_path: str = DEFAULT_IMAGE_MODEL, *,
     key = (str(path.resolve()), str(device))
     if key in _CACHE:
         return _CACHE[key]
-    raw = path.read_bytes()
+    raw = path.read_bytes()  # read once: hashed, then parsed from memory
     try:
-        from safetensors import safe_open
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["vqcodec"])
-        tensors = load_file(str(path))
+        # safetensors layout: u64 little-endian header size, JSON header, tensor data.
+        header_size = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + header_size])
+        meta = json.loads(header["__metadata__"]["vqcodec"])
+        tensors = load_safetensors(raw)
         config_class, model_class = MODEL_KINDS[meta.get("kind", "image")]
         model = model_class(config_class.from_dict(meta["config"]))
         model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in tensors.items()})
-    except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError, OSError) as e:
+    except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError, OSError,
+            UnicodeDecodeError) as e:
         raise ModelError(f"not a vqcodec model file: {path} ({type(e).__name__})") from None
     model.eval().to(device)
     loaded = LoadedModel(name=meta["name"], kind=meta["kind"], model=model,
