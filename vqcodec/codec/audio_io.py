@@ -22,7 +22,7 @@ import torch
 import torchaudio
 
 from vqcodec.codec.atomic import atomic_output
-from vqcodec.codec.image_io import InputError
+from vqcodec.codec.image_io import InputError, check_input_file
 
 __all__ = [
     "AUDIO_EXTENSIONS", "MAX_CHANNELS", "MAX_SAMPLE_RATE", "MAX_SECONDS", "MIN_SAMPLE_RATE",
@@ -238,13 +238,7 @@ def load_audio(path: str | Path, *, max_seconds: float = MAX_SECONDS) -> AudioCl
         InputError: missing, empty, unreadable, truncated or corrupted files; no samples; a
             sample rate outside 1000..384000 Hz; more than 8 channels; too long; NaN/inf samples.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"no such file: {path}")
-    if not path.is_file():
-        raise InputError(f"not a file: {path}")
-    if path.stat().st_size == 0:
-        raise InputError(f"empty file: {path}")
+    path = check_input_file(path)
     try:
         with open(path, "rb"):
             pass  # libsndfile reports a denied read as a generic "System error"

@@ -14,7 +14,7 @@ import torch
 
 from ..models.audio_prior import FramePrior
 from .entropy import IndexDecoder, IndexEncoder, nll_bits, probability_table
-from .latent_codec import CompressedIndices
+from .latent_codec import CompressedIndices, single_thread
 
 # (channel, stage, frame, logits [1, K], probability table [1, K]) -> the index coded there
 SymbolCoder = Callable[[int, int, int, torch.Tensor, np.ndarray], int]
@@ -32,15 +32,9 @@ class FrameByFrameCodec:
 
     def _walk(self, channels: int, num_stages: int, num_frames: int,
               code: SymbolCoder) -> torch.Tensor:
-        # One thread, for the reason given in latent_codec.StageByStageCodec._walk.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.no_grad():
-                return torch.stack([self._walk_single_thread(c, num_stages, num_frames, code)
-                                    for c in range(channels)])
-        finally:
-            torch.set_num_threads(threads)
+        with single_thread():
+            return torch.stack([self._walk_single_thread(c, num_stages, num_frames, code)
+                                for c in range(channels)])
 
     def _walk_single_thread(self, channel: int, num_stages: int, num_frames: int,
                             code: SymbolCoder) -> torch.Tensor:

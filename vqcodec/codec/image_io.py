@@ -89,6 +89,19 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.array(im, dtype=np.uint8))
 
 
+def check_input_file(path: str | Path) -> Path:
+    """The path of an existing, non-empty regular file, or an InputError saying what it is not
+    (shared by every loader, so missing/folder/empty read the same for images and audio)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no such file: {path}")
+    if not path.is_file():
+        raise InputError(f"not a file: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"empty file: {path}")
+    return path
+
+
 def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file into a uint8 array, HxWx3 (RGB) or HxW (grayscale).
 
@@ -106,13 +119,7 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         InputError: missing, empty, unreadable, truncated, too large, zero-sized or
             16-bit/float images.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"no such file: {path}")
-    if not path.is_file():
-        raise InputError(f"not a file: {path}")
-    if path.stat().st_size == 0:
-        raise InputError(f"empty file: {path}")
+    path = check_input_file(path)
 
     # PIL's bomb warning is redundant with our (stricter by default) header check below, and its
     # hard error becomes an InputError; neither should escape as a PIL-specific exception.

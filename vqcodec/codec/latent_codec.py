@@ -6,6 +6,7 @@ within a stage the passes of the context schedule, within a pass positions in ra
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -20,6 +21,20 @@ from .entropy import IndexDecoder, IndexEncoder, nll_bits, probability_table
 # (stage, pass mask [H, W], logits of the pass's positions [n, K], their probability
 # table [n, K]) -> the indices at those positions [n]
 PassCoder = Callable[[int, torch.Tensor, torch.Tensor, np.ndarray], np.ndarray]
+
+
+@contextmanager
+def single_thread():
+    """No-grad, one torch thread, for evaluating a prior while coding: how torch splits an op
+    across threads changes its float rounding, and a file must decode whatever thread count
+    the decoding machine uses."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass
@@ -44,15 +59,8 @@ class StageByStageCodec:
         self.prior, self.quantizer = prior, quantizer
 
     def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder) -> torch.Tensor:
-        # One thread: how torch splits a conv across threads changes its float rounding, and a
-        # file must decode whatever thread count the decoding machine uses.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.no_grad():
-                return self._walk_single_thread(num_stages, height, width, code_pass)
-        finally:
-            torch.set_num_threads(threads)
+        with single_thread():
+            return self._walk_single_thread(num_stages, height, width, code_pass)
 
     def _walk_single_thread(self, num_stages: int, height: int, width: int,
                             code_pass: PassCoder) -> torch.Tensor:
