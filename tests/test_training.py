@@ -137,3 +137,51 @@ def test_audio_training_resumes_and_exports(tmp_path):
                                  "--model", str(out), "--bitrate", "1.6"])
     assert r.exit_code == 0, r.output
     assert "kbps" in r.output
+
+
+def test_grouped_model_codebooks_filter_prior_export_and_use(tmp_path, rng):
+    """The vqimage-v3 recipe in miniature: PCA + codebooks, post-filter (resumes), prior,
+    export with the rate-weight ladder, then the CLI round trip."""
+    import json
+
+    import torch
+
+    from conftest import TINY_GROUPED_CONFIG
+    from vqcodec.models.registry import load_model
+    from vqcodec.models.training import train_decoder_filter, train_grouped_codebooks
+    data = make_folder(tmp_path / "imgs", rng)
+    run = str(tmp_path / "run")
+    train_grouped_codebooks(run=run, train=[data], config=TINY_GROUPED_CONFIG, rd_lambda=0.01,
+                            crop=32, pca_crops=8, codebook_crops=20, iters=2)
+    st = torch.load(f"{run}/state.pt", weights_only=True)
+    assert torch.all(st["model"]["quantizer.codebooks"][:, :, 0] == 0)
+    kw = dict(run=run, train=[data], val=[data], minutes=5, rd_lambdas=[0.01, 0.1], batch=2,
+              crop=32, val_crop=64, log_every=1)
+    train_decoder_filter(**kw, max_steps=2)
+    train_decoder_filter(**kw, max_steps=1)  # resumes
+    assert torch.load(f"{run}/state.pt", weights_only=True)["filter_step"] == 3
+    assert "EVAL step 3" in (tmp_path / "run" / "filter_log.txt").read_text()
+    train_prior(run=run, autoencoder_state=f"{run}/state.pt", train=[data], val=[data],
+                config=TINY_GROUPED_CONFIG, minutes=5, crop=32, num_crops=8, batch=2,
+                max_steps=2, log_every=1, rd_lambdas=[0.01, 0.1])
+    assert "bpp" in (tmp_path / "run" / "prior_log.txt").read_text()
+
+    out = tmp_path / "g.safetensors"
+    r = CliRunner().invoke(cli, ["train", "export", run, str(out), "--name", "g-test",
+                                 "--default-quality", "5"])
+    assert r.exit_code == 0, r.output
+    loaded = load_model(str(out))
+    assert loaded.rate_for_quality(1)[0] == TINY_GROUPED_CONFIG.num_stages
+    assert loaded.training["filter_steps"] == 3
+    filtered = torch.load(f"{run}/state.pt", weights_only=True)["model"]
+    last = f"decoder.net.{len(loaded.model.decoder.net) - 2}.weight"
+    assert filtered[last].abs().sum() > 0  # the filter trained away from its zero start
+    assert torch.equal(loaded.model.state_dict()[last], filtered[last].half().float())
+    img = tmp_path / "imgs" / "0.png"
+    r = CliRunner().invoke(cli, ["compress", str(img), str(tmp_path / "g.vqc"), "--model",
+                                 str(out), "--quality", "2"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["decompress", str(tmp_path / "g.vqc"), str(tmp_path / "g.png"),
+                                 "--model", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["num_groups"] == 4

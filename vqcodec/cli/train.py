@@ -67,6 +67,37 @@ def image_autoencoder(run, train_paths, val_path, minutes, lr, batch, crop, devi
                       device=device, init_from=init_from)
 
 
+@train.command("image-codebooks")
+@click.argument("run")
+@data_options
+@click.option("--lambda", "rd_lambda", type=float, default=400.0, show_default=True,
+              help="Rate weight the codebooks are designed for, in squared 8-bit pixel error "
+                   "per bit.")
+def image_codebooks(run, train_paths, val_path, rd_lambda) -> None:
+    """Build a grouped model (vqimage-v3 design): block PCA + entropy-constrained codebooks,
+    into RUN/state.pt; then train its prior with `image-prior RUN`."""
+    from ..models.image_model import GROUPED_RUN_CONFIG
+    from ..models.training import train_grouped_codebooks
+    if (Path(run) / "state.pt").exists():
+        raise click.ClickException(f"{run} already has a state.pt; use a new run folder")
+    train_grouped_codebooks(run=run, train=list(train_paths) or _default_train(),
+                            config=GROUPED_RUN_CONFIG, rd_lambda=rd_lambda / 16256)
+
+
+@train.command("image-filter")
+@click.argument("run")
+@data_options
+@click.option("--minutes", type=float, default=60, show_default=True)
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--batch", type=int, default=16, show_default=True)
+def image_filter(run, train_paths, val_path, minutes, lr, batch) -> None:
+    """Train a grouped model's decoder post-filter (RUN/state.pt, from `image-codebooks`)."""
+    from ..models.image_model import GROUPED_RD_LAMBDAS
+    from ..models.training import train_decoder_filter
+    train_decoder_filter(run=run, train=list(train_paths) or _default_train(), val=[val_path],
+                         minutes=minutes, rd_lambdas=GROUPED_RD_LAMBDAS, lr=lr, batch=batch)
+
+
 @train.command("image-prior")
 @click.argument("run")
 @data_options
@@ -75,9 +106,12 @@ def image_autoencoder(run, train_paths, val_path, minutes, lr, batch, crop, devi
 def image_prior(run, train_paths, val_path, minutes, lr) -> None:
     """Train the prior on a frozen autoencoder (RUN/state.pt) into RUN/prior_state.pt."""
     from ..models.training import train_prior
+    from ..models.image_model import GROUPED_RD_LAMBDAS
+    config = _config(run, "image")
     train_prior(run=run, autoencoder_state=str(Path(run) / "state.pt"),
                 train=list(train_paths) or _default_train(), val=[val_path],
-                config=_config(run, "image"), minutes=minutes, lr=lr)
+                config=config, minutes=minutes, lr=lr,
+                rd_lambdas=GROUPED_RD_LAMBDAS if config.num_groups else None)
 
 
 def _audio_files(train_paths, val_paths):
@@ -142,8 +176,9 @@ def audio_prior(run, train_paths, val_paths, minutes, lr, batch) -> None:
 @click.argument("run")
 @click.argument("output")
 @click.option("--name", required=True, help="Model id written into every .vqc file.")
-@click.option("--qualities", required=True,
-              help="Stages per rate setting, e.g. 4,6,8,12,16,24 (audio: 2,4,8,16).")
+@click.option("--qualities", default=None,
+              help="Stages per rate setting, e.g. 4,6,8,12,16,24 (audio: 2,4,8,16). Grouped "
+                   "image models: all rounds at each of the shipped rate weights if omitted.")
 @click.option("--default-quality", type=int, required=True)
 def export(run, output, name, qualities, default_quality) -> None:
     """Write RUN/prior_state.pt (image or audio run) as a float16 safetensors model file."""
@@ -157,10 +192,25 @@ def export(run, output, name, qualities, default_quality) -> None:
     model = (VQAudioModel if isinstance(config, AudioModelConfig) else VQImageModel)(config)
     prior_state = torch.load(Path(run) / "prior_state.pt", weights_only=True)
     ae_state = torch.load(Path(run) / "state.pt", weights_only=True)
-    model.load_state_dict(prior_state["model"])
+    weights = prior_state["model"]
+    if getattr(config, "num_groups", 0):
+        # A grouped model's post-filter trains into state.pt beside the prior (it does not
+        # change the indices): the prior from its run, everything else from state.pt.
+        weights = {**{k: v for k, v in ae_state["model"].items() if not k.startswith("prior.")},
+                   **{k: v for k, v in weights.items() if k.startswith("prior.")}}
+    model.load_state_dict(weights)
     training = {"autoencoder_steps": ae_state["step"], "autoencoder_cpu_s": ae_state["cpu_s"],
                 "autoencoder_wall_s": ae_state["wall_s"], "prior_steps": prior_state["step"],
                 "prior_cpu_s": prior_state["cpu_s"]}
-    save_model(model, output, name=name, qualities=[int(q) for q in qualities.split(",")],
-               default_quality=default_quality, training=training)
+    if "filter_step" in ae_state:
+        training.update(filter_steps=ae_state["filter_step"], filter_cpu_s=ae_state["filter_cpu_s"])
+    if qualities:
+        rates: list = [int(q) for q in qualities.split(",")]
+    elif getattr(config, "num_groups", 0):
+        from ..models.image_model import GROUPED_RD_LAMBDAS
+        rates = [[config.num_stages, lam] for lam in GROUPED_RD_LAMBDAS]
+    else:
+        raise click.UsageError("--qualities is required for this model")
+    save_model(model, output, name=name, qualities=rates, default_quality=default_quality,
+               training=training)
     click.echo(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB)")

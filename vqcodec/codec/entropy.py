@@ -39,22 +39,18 @@ def nll_bits(logits: torch.Tensor, symbols: np.ndarray) -> float:
 
 
 class IndexEncoder:
-    """Collects (symbols, tables) pass by pass, then writes one range-coder stream."""
+    """Writes (symbols, tables) pass by pass into one range-coder stream. Each pass is coded
+    as it arrives, so memory holds one pass's tables, not the whole image's."""
 
     def __init__(self) -> None:
-        self._symbols: list[np.ndarray] = []
-        self._tables: list[np.ndarray] = []
+        self._encoder = constriction.stream.queue.RangeEncoder()
 
     def add(self, symbols: np.ndarray, table: np.ndarray) -> None:
-        self._symbols.append(symbols.astype(np.int32))
-        self._tables.append(table)
+        if len(symbols):
+            self._encoder.encode(symbols.astype(np.int32), CATEGORICAL, table)
 
     def finish(self) -> bytes:
-        encoder = constriction.stream.queue.RangeEncoder()
-        if self._symbols:
-            encoder.encode(np.concatenate(self._symbols), CATEGORICAL,
-                           np.concatenate(self._tables))
-        return encoder.get_compressed().astype("<u4").tobytes()
+        return self._encoder.get_compressed().astype("<u4").tobytes()
 
 
 class IndexDecoder:

@@ -79,14 +79,15 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
     array = as_image_array(image)
     height, width = array.shape[:2]
     channels = 1 if array.ndim == 2 else 3
-    stages = loaded.stages_for_quality(loaded.default_quality if quality is None else quality)
+    stages, rd_lambda = loaded.rate_for_quality(
+        loaded.default_quality if quality is None else quality)
     x = image_to_tensor(array, net.config.stride, dev)
-    indices = net.encode(x, stages)[0].cpu()
+    indices = net.encode(x, stages, rd_lambda)[0].cpu()
     coded = loaded.entropy_codec().compress(indices)
     header = ContainerHeader(
         media_type=MediaType.IMAGE, model_id=loaded.name, weights_hash=loaded.weights_hash,
         num_stages=stages, shape=(channels, height, width), sample_rate=0,
-        latent_shape=tuple(indices.shape[1:]))
+        latent_shape=tuple(indices.shape[-2:]))
     data = pack_container(header, coded.payload)
     return ImageCompression(data=data, header=header, payload_bytes=len(coded.payload),
                             nll_bits=coded.nll_bits, num_pixels=height * width,

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from ..models.context import pass_masks
-from ..models.prior import StagePrior
+from ..models.grouped_quantization import GroupedResidualQuantizer
+from ..models.prior import GroupedStagePrior, StagePrior
 from ..models.quantization import ResidualQuantizer
 from .entropy import IndexDecoder, IndexEncoder, nll_bits, probability_table
 
@@ -114,3 +115,56 @@ class StageByStageCodec:
             return found
 
         return self._walk(num_stages, height, width, code_pass)
+
+
+class GroupedStageCodec(StageByStageCodec):
+    """Latent codec for a `GroupedResidualQuantizer`: indices [R', G, H, W] <-> bytes.
+
+    Stream order: round, context pass, position in raster order, group. One `GroupedStagePrior`
+    evaluation per round and pass gives the tables of all groups of the pass's positions.
+    `decompress` is inherited: it returns [num_stages, G, H, W].
+    """
+
+    prior: GroupedStagePrior
+    quantizer: GroupedResidualQuantizer
+
+    def _walk_single_thread(self, num_stages: int, height: int, width: int,
+                            code_pass: PassCoder) -> torch.Tensor:
+        device = self.quantizer.codebooks.device
+        dim, groups = self.quantizer.dim, self.quantizer.num_groups
+        masks = [m.to(device) for m in pass_masks(self.prior.schedule, height, width)]
+        indices = torch.zeros(num_stages, groups, height, width, dtype=torch.long, device=device)
+        coarse = torch.zeros(1, dim, height, width, device=device)
+        for s in range(num_stages):
+            stage = torch.tensor([s], device=device)
+            codes = torch.zeros(1, dim, height, width, device=device)
+            visible = torch.zeros(1, 1, height, width, device=device)
+            for mask in masks:
+                logits = self.prior.logits(coarse, codes, visible, stage)[0][mask]  # [n, G, K]
+                logits = logits.reshape(-1, logits.shape[-1])
+                found = torch.from_numpy(code_pass(s, mask, logits, probability_table(logits)))
+                found = found.to(device).view(-1, groups)  # [n, G]
+                indices[s].permute(1, 2, 0)[mask] = found
+                vectors = self.quantizer.lookup(s, found).reshape(-1, dim)  # [n, D]
+                codes[0][:, mask] = vectors.t()
+                visible[0, 0][mask] = 1.0
+            coarse = coarse + codes
+        return indices
+
+    def compress(self, indices: torch.Tensor) -> CompressedIndices:
+        """Code indices [R', G, H, W]."""
+        encoder = IndexEncoder()
+        nll = 0.0
+        want = indices.cpu().permute(0, 2, 3, 1)  # [R', H, W, G]: a pass's symbols in order
+
+        def code_pass(s: int, mask: torch.Tensor, logits: torch.Tensor,
+                      table: np.ndarray) -> np.ndarray:
+            nonlocal nll
+            symbols = want[s][mask.cpu()].reshape(-1).numpy()
+            encoder.add(symbols, table)
+            nll += nll_bits(logits, symbols)
+            return symbols
+
+        num_stages, _, height, width = indices.shape
+        self._walk(num_stages, height, width, code_pass)
+        return CompressedIndices(encoder.finish(), nll)

@@ -412,8 +412,12 @@ def evaluate_model(loaded: LoadedModel, images: Sequence[NamedImage], *,
     device = next(net.parameters()).device
     stride = net.config.stride
     qualities = list(qualities or range(1, len(loaded.qualities) + 1))
-    stage_list = [loaded.stages_for_quality(q) for q in qualities]
-    max_stages = max(stage_list)
+    rates = [loaded.rate_for_quality(q) for q in qualities]
+    stage_list = [n for n, _ in rates]
+    # One encoder pass per rate weight: qualities that differ only in stages share indices.
+    by_lambda: dict[float, int] = {}
+    for n, lam in rates:
+        by_lambda[lam] = max(by_lambda.get(lam, 0), n)
 
     groups: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):
@@ -428,13 +432,17 @@ def evaluate_model(loaded: LoadedModel, images: Sequence[NamedImage], *,
             original = (x[..., :h, :w] * 255).round()
             _sync(device)
             start = time.perf_counter()
-            indices = net.encode(x, max_stages)
-            log2p = net.prior(indices, net.quantizer)  # [B, S, h', w']
-            stage_bits = -log2p.double().sum((2, 3))
+            coded, cum_bits = {}, {}
+            for lam, max_stages in by_lambda.items():
+                coded[lam] = net.encode(x, max_stages, lam)
+                log2p = net.prior(coded[lam], net.quantizer)  # [B, S, (G,) h', w']
+                stage_bits = -log2p.double().flatten(2).sum(2)
+                # [B, S]: NLL of the first n stages
+                cum_bits[lam] = stage_bits.cumsum(1).cpu().numpy()
             _sync(device)
-            encode_s = (time.perf_counter() - start) / b
-            cum_bits = stage_bits.cumsum(1).cpu().numpy()  # [B, S]: NLL of the first n stages
-            for qi, (q, n) in enumerate(zip(qualities, stage_list)):
+            encode_s = (time.perf_counter() - start) / (b * len(by_lambda))
+            for qi, (q, (n, lam)) in enumerate(zip(qualities, rates)):
+                indices = coded[lam]
                 start = time.perf_counter()
                 decoded = net.decode(indices[:, :n])[..., :h, :w] * 255
                 decoded = decoded.clamp(0, 255).round()
@@ -446,7 +454,7 @@ def evaluate_model(loaded: LoadedModel, images: Sequence[NamedImage], *,
                 mse, psnr, msssim = distortion(original, decoded)
                 for j, i in enumerate(chunk):
                     im = images[i]
-                    nll = float(cum_bits[j, n - 1]) / im.pixels
+                    nll = float(cum_bits[lam][j, n - 1]) / im.pixels
                     found[qi, i] = ImageResult(
                         codec=loaded.name, quality=q, image=im.name, width=w, height=h,
                         bpp=nll, psnr=float(psnr[j]), ms_ssim=float(msssim[j]),

@@ -25,6 +25,11 @@ class ImageAutoencoderConfig:
     # path. Initialised by PCA it starts training at the linear optimum, which a CPU-trained
     # conv net alone does not reach in hours (Kodak, D=64: PCA 28.7 dB, conv net 26.1 dB).
     linear_path: bool = False
+    # Without the convolutional paths the model is the block transform alone (a PCA when
+    # initialised by `init_linear_path_from_pca`). vqimage-v3 has no encoder conv path and
+    # uses the decoder's as a learned post-filter on top of the inverse PCA.
+    encoder_conv: bool = True
+    decoder_conv: bool = True
 
     @property
     def stride(self) -> int:
@@ -63,12 +68,12 @@ class ImageEncoder(nn.Module):
                 layers.append(_down(w[i - 1], width))
             layers += [ResBlock(width) for _ in range(config.encoder_blocks[i])]
         layers += [nn.LeakyReLU(0.2), nn.Conv2d(w[-1], config.latent_dim, 1)]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers) if config.encoder_conv else None
         self.linear = _block_transform(config, transpose=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * 2 - 1
-        return self.net(x) if self.linear is None else self.linear(x) + self.net(x)
+        return _sum_paths(self.net, self.linear, x)
 
 
 class ImageDecoder(nn.Module):
@@ -82,12 +87,17 @@ class ImageDecoder(nn.Module):
                 layers.append(_up(w[i - 1], width))
             layers += [ResBlock(width) for _ in range(blocks[i])]
         layers += [nn.LeakyReLU(0.2), nn.Conv2d(w[-1], 48, 3, padding=1), nn.PixelShuffle(4)]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers) if config.decoder_conv else None
         self.linear = _block_transform(config, transpose=True)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        y = self.net(z) if self.linear is None else self.linear(z) + self.net(z)
-        return (y + 1) / 2
+        return (_sum_paths(self.net, self.linear, z) + 1) / 2
+
+
+def _sum_paths(net: nn.Module | None, linear: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    if linear is None:
+        return net(x)
+    return linear(x) if net is None else linear(x) + net(x)
 
 
 def _block_transform(config: ImageAutoencoderConfig, *, transpose: bool) -> nn.Module | None:
@@ -122,7 +132,9 @@ def init_linear_path_from_pca(encoder: ImageEncoder, decoder: ImageDecoder,
     lin_e.bias.copy_(-(weight * mean[None, :, None, None]).sum(dim=(1, 2, 3)))
     lin_d.weight.copy_(weight)
     lin_d.bias.copy_(mean)
-    for last in (encoder.net[-1], decoder.net[-2]):
-        last.weight.zero_()
-        last.bias.zero_()
+    for last in (encoder.net[-1] if encoder.net is not None else None,
+                 decoder.net[-2] if decoder.net is not None else None):
+        if last is not None:
+            last.weight.zero_()
+            last.bias.zero_()
     return (eigval.flip(0)[:d].sum() / eigval.sum()).item()

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from .image_autoencoder import ImageAutoencoderConfig, ImageDecoder, ImageEncoder
-from .prior import StagePrior
+from .grouped_quantization import GroupedResidualQuantizer
+from .prior import GroupedStagePrior, StagePrior
 from .quantization import ResidualQuantizer
 
 
@@ -21,6 +22,10 @@ class ImageModelConfig:
     prior_width: int = 96
     prior_depth: int = 3
     schedule: str = "checkerboard"
+    # 0: one residual quantizer over the whole latent vector (EMA codebooks, trained with the
+    # autoencoder). G > 0: a GroupedResidualQuantizer of G groups with entropy-constrained
+    # codebooks, num_stages rounds, trained offline (vqimage-v3).
+    num_groups: int = 0
 
     @property
     def stride(self) -> int:
@@ -49,6 +54,19 @@ NEW_RUN_CONFIG = ImageModelConfig(
     autoencoder=ImageAutoencoderConfig(latent_dim=128, linear_path=True), num_stages=24)
 
 
+# The vqimage-v3 design: block PCA (16x16 RGB -> 128 components), 6 rounds x 16 groups of 8
+# components, 256 entropy-constrained codes each (`vqcodec train image-codebooks`), and the
+# decoder's conv path as a post-filter (`vqcodec train image-filter`).
+GROUPED_RUN_CONFIG = ImageModelConfig(
+    autoencoder=ImageAutoencoderConfig(latent_dim=128, linear_path=True, encoder_conv=False),
+    num_stages=6, num_groups=16, num_codes=256, prior_width=128, prior_depth=3)
+
+# Quality ladder of a grouped model: all rounds, the encoder's rate weight per quality. The
+# weights are in latent units (squared error of [-1, 1]-scaled block PCA components per bit);
+# times 127.5**2 = 16256 they are squared 8-bit pixel error per bit.
+GROUPED_RD_LAMBDAS = [w / 16256 for w in (6400, 3200, 2000, 1400, 1000, 700, 500, 350, 250, 170)]
+
+
 class VQImageModel(nn.Module):
     """RGB image in [0, 1] <-> residual-VQ indices [B, S, H/stride, W/stride], plus their prior."""
 
@@ -59,13 +77,22 @@ class VQImageModel(nn.Module):
         self.config = config
         self.encoder = ImageEncoder(config.autoencoder)
         self.decoder = ImageDecoder(config.autoencoder)
-        self.quantizer = ResidualQuantizer(
-            dim=config.autoencoder.latent_dim, num_stages=config.num_stages,
-            num_codes=config.num_codes, min_dropout_stages=config.min_dropout_stages)
-        self.prior = StagePrior(
-            dim=config.autoencoder.latent_dim, num_stages=config.num_stages,
-            num_codes=config.num_codes, width=config.prior_width, depth=config.prior_depth,
-            schedule=config.schedule)
+        dim = config.autoencoder.latent_dim
+        if config.num_groups:
+            self.quantizer = GroupedResidualQuantizer(
+                dim=dim, num_stages=config.num_stages, num_groups=config.num_groups,
+                num_codes=config.num_codes)
+            self.prior = GroupedStagePrior(
+                dim=dim, num_stages=config.num_stages, num_groups=config.num_groups,
+                num_codes=config.num_codes, width=config.prior_width,
+                depth=config.prior_depth, schedule=config.schedule)
+        else:
+            self.quantizer = ResidualQuantizer(
+                dim=dim, num_stages=config.num_stages, num_codes=config.num_codes,
+                min_dropout_stages=config.min_dropout_stages)
+            self.prior = StagePrior(
+                dim=dim, num_stages=config.num_stages, num_codes=config.num_codes,
+                width=config.prior_width, depth=config.prior_depth, schedule=config.schedule)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass: returns (reconstruction, indices, commitment loss)."""
@@ -73,8 +100,14 @@ class VQImageModel(nn.Module):
         return self.decoder(zq), indices, commit
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, num_stages: int | None = None) -> torch.Tensor:
-        return self.quantizer.encode(self.encoder(x), num_stages)
+    def encode(self, x: torch.Tensor, num_stages: int | None = None,
+               rd_lambda: float = 0.0) -> torch.Tensor:
+        """Indices [B, S', H, W], or [B, S', G, H, W] for a grouped quantizer (which weighs
+        rate by rd_lambda when choosing codes)."""
+        z = self.encoder(x)
+        if self.config.num_groups:
+            return self.quantizer.encode(z, num_stages, rd_lambda)
+        return self.quantizer.encode(z, num_stages)
 
     @torch.no_grad()
     def decode(self, indices: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Shipped models and how weights are saved and loaded (safetensors only, never pickle).
 
 A model file is a safetensors file whose metadata holds `vqcodec` = JSON with the model's
-name, kind, config and rate settings (`qualities[q - 1]` = stages coded at quality q).
+name, kind, config and rate settings (`qualities[q - 1]` = stages coded at quality q, or
+[stages, rd_lambda] for a model whose encoder weighs rate).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class LoadedModel:
     kind: str  # "image" or "audio"
     model: VQImageModel | VQAudioModel
     weights_hash: bytes
-    qualities: list[int]
+    qualities: list  # per quality: stages, or [stages, rd_lambda]
     default_quality: int
     training: dict = field(default_factory=dict)  # steps and CPU seconds, when recorded
 
@@ -54,6 +55,9 @@ class LoadedModel:
             if self.kind == "audio":
                 from ..codec.frame_codec import FrameByFrameCodec
                 self._codec = FrameByFrameCodec(prior=net.prior)
+            elif net.config.num_groups:
+                from ..codec.latent_codec import GroupedStageCodec
+                self._codec = GroupedStageCodec(prior=net.prior, quantizer=net.quantizer)
             else:
                 from ..codec.latent_codec import StageByStageCodec
                 self._codec = StageByStageCodec(prior=net.prior, quantizer=net.quantizer)
@@ -63,11 +67,17 @@ class LoadedModel:
         if self.kind != kind:
             raise ModelError(f"model {self.name!r} is an {self.kind} model, not an {kind} model")
 
-    def stages_for_quality(self, quality: int) -> int:
+    def rate_for_quality(self, quality: int) -> tuple[int, float]:
+        """(stages coded, rate weight of the encoder's code choice) at `quality`. A quality
+        entry is a stage count, or [stages, rd_lambda] for models whose encoder weighs rate."""
         if not 1 <= quality <= len(self.qualities):
             raise ModelError(f"quality must be 1..{len(self.qualities)} for model {self.name}, "
                              f"got {quality}")
-        return self.qualities[quality - 1]
+        entry = self.qualities[quality - 1]
+        return (int(entry[0]), float(entry[1])) if isinstance(entry, list) else (int(entry), 0.0)
+
+    def stages_for_quality(self, quality: int) -> int:
+        return self.rate_for_quality(quality)[0]
 
 
 def shipped_models() -> list[str]:
@@ -75,7 +85,7 @@ def shipped_models() -> list[str]:
 
 
 def save_model(model: VQImageModel | VQAudioModel, path: str | Path, *, name: str,
-               qualities: list[int], default_quality: int, half: bool = True,
+               qualities: list, default_quality: int, half: bool = True,
                training: dict | None = None) -> None:
     """Write weights (float16 when `half`, which halves the file) and metadata."""
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()

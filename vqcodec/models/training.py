@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .grouped_quantization import train_codebooks
 from .image_autoencoder import init_linear_path_from_pca
 from .image_model import ImageModelConfig, VQImageModel
 
@@ -203,15 +204,19 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str], config: Ima
 
 
 def encode_crops(model: VQImageModel, images: list[torch.Tensor], *, crop: int, count: int,
-                 seed: int = 0, batch: int = 16) -> torch.Tensor:
-    """Indices [count, S, crop/stride, crop/stride] (int16) of random crops, for prior training."""
+                 seed: int = 0, batch: int = 16,
+                 rd_lambdas: list[float] | None = None) -> torch.Tensor:
+    """Indices [count, S, (G,) crop/stride, crop/stride] (int16) of random crops, for prior
+    training. With `rd_lambdas` (grouped models) each batch is coded at one of them in turn,
+    so the prior learns the statistics of every quality."""
     sampler = CropSampler(images, crop, seed=seed)
     out = []
     model.eval()
     with torch.no_grad():
-        for start in range(0, count, batch):
+        for i, start in enumerate(range(0, count, batch)):
             x = sampler.batch(min(batch, count - start))
-            out.append(model.encode(x).to(torch.int16))
+            lam = rd_lambdas[i % len(rd_lambdas)] if rd_lambdas else 0.0
+            out.append(model.encode(x, None, lam).to(torch.int16))
     return torch.cat(out)
 
 
@@ -222,15 +227,15 @@ def prior_bits_per_stage(model: VQImageModel, indices: torch.Tensor, batch: int 
     with torch.no_grad():
         for start in range(0, len(indices), batch):
             lp = model.prior(indices[start:start + batch].long(), model.quantizer)
-            total += -lp.sum((0, 2, 3))
-    return total / (indices.shape[0] * indices.shape[2] * indices.shape[3])
+            total += -lp.sum([d for d in range(lp.dim()) if d != 1])  # all groups of a stage
+    return total / (indices.shape[0] * indices.shape[-2] * indices.shape[-1])
 
 
 def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list[str],
                 config: ImageModelConfig, minutes: float, crop: int = 256, num_crops: int = 1600,
                 batch: int = 8, stages_per_step: int = 6, lr: float = 1e-3,
                 log_every: int = 50, eval_every_s: float = 300,
-                max_steps: int | None = None) -> None:
+                max_steps: int | None = None, rd_lambdas: list[float] | None = None) -> None:
     """Train the prior on indices of a frozen autoencoder (crops are encoded once, up front).
 
     Resumes from `<run>/prior_state.pt`; otherwise starts from the autoencoder state file.
@@ -243,6 +248,8 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
         minutes: wall-clock budget; max_steps: or this many steps (tests).
         crop, num_crops: size and number of training crops encoded once (cached in the run).
         batch, stages_per_step, lr: the optimisation (each step scores a random subset of stages).
+        rd_lambdas: grouped models: the rate weights of the model's qualities (crops are coded
+            at each in turn).
     """
     run_dir = Path(run)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -263,8 +270,10 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
         assert all(k.startswith("prior.") for k in missing) and not unexpected
         # Start each stage's scale at the size of its codewords.
         with torch.no_grad():
-            for s, vq in enumerate(model.quantizer.stages):
-                model.prior.stage_log_scale[s] = vq.codebook.pow(2).mean().sqrt().clamp_min(1e-6).log()
+            books = (model.quantizer.codebooks if config.num_groups
+                     else [vq.codebook for vq in model.quantizer.stages])
+            for s, book in enumerate(books):
+                model.prior.stage_log_scale[s] = book.pow(2).mean().sqrt().clamp_min(1e-6).log()
     for g in opt.param_groups:
         g["lr"] = lr
     cache = run_dir / "prior_crops.pt"
@@ -272,9 +281,9 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
         data = torch.load(cache, weights_only=True)
     else:
         data = {"train": encode_crops(model, load_training_images(train), crop=crop,
-                                      count=num_crops, seed=1),
+                                      count=num_crops, seed=1, rd_lambdas=rd_lambdas),
                 "val": encode_crops(model, load_training_images(val), crop=crop,
-                                    count=min(64, num_crops), seed=2)}
+                                    count=min(64, num_crops), seed=2, rd_lambdas=rd_lambdas)}
         torch.save(data, cache)
     log = open(run_dir / "prior_log.txt", "a")
     t_wall, t_cpu = time.time(), time.process_time()
@@ -306,7 +315,7 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
     while time.time() < deadline and (last_step is None or step < last_step):
         pick = torch.randint(0, len(data["train"]), (batch,), generator=rng)
         idx = data["train"][pick].long()
-        stages = torch.randperm(s_total, generator=rng)[:stages_per_step].sort().values
+        stages = torch.randperm(s_total, generator=rng)[:min(stages_per_step, s_total)].sort().values
         bits = -model.prior(idx, model.quantizer, stages).mean()
         opt.zero_grad(set_to_none=True)
         bits.backward()
@@ -317,6 +326,130 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
         if step % log_every == 0:
             print(f"step {step} cpu {cpu0 + time.process_time() - t_cpu:.0f}s "
                   f"bits/index {running / log_every:.3f}", file=log, flush=True)
+            running = 0.0
+        if time.time() - last_eval > eval_every_s:
+            evaluate()
+            save()
+            last_eval = time.time()
+    evaluate()
+    save()
+
+
+def train_grouped_codebooks(*, run: str, train: list[str], config: ImageModelConfig,
+                            rd_lambda: float, crop: int = 128, pca_crops: int = 1000,
+                            codebook_crops: int = 3000, iters: int = 12) -> None:
+    """Build a grouped model's transform and quantizer (vqimage-v3): the block PCA of training
+    crops, then entropy-constrained codebooks on the latents of other crops. Writes
+    `<run>/state.pt` (step 0), which `train_prior` continues from.
+
+    Args:
+        run: run folder.
+        train: image folders or files.
+        config: a model config with num_groups > 0, linear_path and no conv path.
+        rd_lambda: the rate weight the codebooks are designed for (latent units).
+        crop, pca_crops, codebook_crops: how many random crops of what size feed each step.
+        iters: Lloyd iterations per codebook.
+    """
+    if not (config.num_groups and config.autoencoder.linear_path
+            and not config.autoencoder.encoder_conv):
+        raise ValueError("train_grouped_codebooks needs a grouped, PCA-only model config")
+    run_dir = Path(run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
+    t_wall, t_cpu = time.time(), time.process_time()
+    log = open(run_dir / "log.txt", "a")
+    model = VQImageModel(config)
+    images = load_training_images(train)
+    explained = init_linear_path_from_pca(
+        model.encoder, model.decoder, CropSampler(images, crop, seed=12345).batch(pca_crops))
+    print(f"PCA: {explained:.4%} of patch variance kept", file=log, flush=True)
+    sampler = CropSampler(images, crop, seed=54321)
+    with torch.no_grad():
+        latents = torch.cat([model.encoder(sampler.batch(min(100, codebook_crops - i)))
+                             for i in range(0, codebook_crops, 100)])
+    latents = latents.permute(0, 2, 3, 1).reshape(-1, config.autoencoder.latent_dim)
+    train_codebooks(model.quantizer, latents, rd_lambda=rd_lambda, iters=iters, log=log)
+    cpu_s, wall_s = time.process_time() - t_cpu, time.time() - t_wall
+    print(f"codebooks done: {len(latents)} vectors, {cpu_s:.0f} CPU s", file=log, flush=True)
+    torch.save({"model": model.state_dict(), "step": 0, "cpu_s": cpu_s, "wall_s": wall_s},
+               run_dir / "state.pt")
+
+
+def train_decoder_filter(*, run: str, train: list[str], val: list[str], minutes: float,
+                         rd_lambdas: list[float], lr: float = 2e-4, batch: int = 16,
+                         crop: int = 128, val_crop: int = 256, log_every: int = 50,
+                         eval_every_s: float = 300, max_steps: int | None = None) -> None:
+    """Train a grouped model's decoder conv path as a post-filter: the encoder, codebooks and
+    inverse PCA stay fixed; the conv path learns to remove what quantization left (block
+    edges, lost texture) from decoded latents. Each batch is coded at one of `rd_lambdas`.
+
+    Reads and updates `<run>/state.pt` (resumable; its filter_* entries hold the progress).
+    The indices do not change, so this can run beside `train_prior`.
+    """
+    run_dir = Path(run)
+    state_path = run_dir / "state.pt"
+    config = ImageModelConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    model = VQImageModel(config)
+    st = torch.load(state_path, weights_only=True)
+    missing, unexpected = model.load_state_dict(st["model"], strict=False)
+    assert not unexpected and all(k.startswith(("decoder.net.", "prior.")) for k in missing)
+    net = model.decoder.net
+    if net is None:
+        raise ValueError("this model has no decoder conv path to train")
+    if any(k.startswith("decoder.net.") for k in missing):  # fresh filter: start as identity
+        with torch.no_grad():
+            net[-2].weight.zero_()
+            net[-2].bias.zero_()
+    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.99))
+    if "filter_opt" in st:
+        opt.load_state_dict(st["filter_opt"])
+    step, cpu0 = st.get("filter_step", 0), st.get("filter_cpu_s", 0.0)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    sampler = CropSampler(load_training_images(train), crop, seed=1000 + step)
+    val_x = center_crops([im for im in load_training_images(val)[:48]
+                          if min(im.shape[1:]) >= val_crop][:16], val_crop)
+    val_lambda = rd_lambdas[len(rd_lambdas) // 2]
+    with torch.no_grad():
+        val_zq = model.quantizer.decode(model.encode(val_x, None, val_lambda))
+        val_base = psnr(model.decoder.linear(val_zq).add(1).div(2).clamp(0, 1), val_x).mean()
+    log = open(run_dir / "filter_log.txt", "a")
+    t_cpu = time.process_time()
+    rng = random.Random(step)
+
+    def save() -> None:
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({**st, "model": model.state_dict(), "filter_opt": opt.state_dict(),
+                    "filter_step": step,
+                    "filter_cpu_s": cpu0 + time.process_time() - t_cpu}, tmp)
+        os.replace(tmp, state_path)
+
+    def evaluate() -> None:
+        net.eval()
+        with torch.no_grad():
+            out = psnr(model.decoder(val_zq).clamp(0, 1), val_x).mean()
+        net.train()
+        print(f"EVAL step {step} cpu {cpu0 + time.process_time() - t_cpu:.0f}s val psnr "
+              f"{out:.3f} (inverse PCA alone {val_base:.3f}, rate weight {val_lambda:.5f})",
+              file=log, flush=True)
+
+    net.train()
+    deadline = time.time() + minutes * 60
+    last_eval, running = time.time(), 0.0
+    last_step = step + max_steps if max_steps is not None else None
+    while time.time() < deadline and (last_step is None or step < last_step):
+        x = sampler.batch(batch)
+        with torch.no_grad():
+            zq = model.quantizer.decode(model.encode(x, None, rng.choice(rd_lambdas)))
+        loss = F.mse_loss(model.decoder(zq), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        running += loss.item()
+        if step % log_every == 0:
+            print(f"step {step} cpu {cpu0 + time.process_time() - t_cpu:.0f}s "
+                  f"psnr~{10 * math.log10(log_every / running):.2f}", file=log, flush=True)
             running = 0.0
         if time.time() - last_eval > eval_every_s:
             evaluate()
