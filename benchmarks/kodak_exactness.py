@@ -28,12 +28,12 @@ def main() -> int:
     worst_gap, failures, checked = 0.0, 0, 0
     for path in sorted(Path(args.folder).glob("*.png")):
         x = image_to_tensor(load_image(path), net.config.stride, torch.device("cpu"))
-        all_indices = net.encode(x)[0]
         for q in range(1, len(loaded.qualities) + 1):
-            n = loaded.stages_for_quality(q)
-            coded = codec.compress(all_indices[:n])
-            decoded = codec.decompress(coded.payload, n, *all_indices.shape[1:])
-            exact = torch.equal(decoded, all_indices[:n])
+            n, rd_lambda = loaded.rate_for_quality(q)
+            indices = net.encode(x, n, rd_lambda)[0]  # [n, (G,) h, w]
+            coded = codec.compress(indices)
+            decoded = codec.decompress(coded.payload, n, *indices.shape[-2:])
+            exact = torch.equal(decoded, indices)
             gap = coded.payload_bits / coded.nll_bits - 1
             worst_gap = max(worst_gap, gap)
             failures += (not exact) or gap > 0.01

@@ -64,7 +64,8 @@ GROUPED_RUN_CONFIG = ImageModelConfig(
 # Quality ladder of a grouped model: all rounds, the encoder's rate weight per quality. The
 # weights are in latent units (squared error of [-1, 1]-scaled block PCA components per bit);
 # times 127.5**2 = 16256 they are squared 8-bit pixel error per bit.
-GROUPED_RD_LAMBDAS = [w / 16256 for w in (6400, 3200, 2000, 1400, 1000, 700, 500, 350, 250, 170)]
+GROUPED_RD_LAMBDAS = [w / 16256 for w in (25600, 12800, 6400, 3200, 2000, 1400, 1000, 700, 500,
+                                           350, 250, 170)]
 
 
 class VQImageModel(nn.Module):

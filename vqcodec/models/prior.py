@@ -155,11 +155,20 @@ class GroupedStagePrior(StagePrior):
         codes = torch.cat([quantizer.stage_codewords(int(st[i]), idx[i:i + 1])
                            for i in range(b * n)])
         target = idx.permute(0, 2, 3, 1)  # [B*n, H, W, G]
+        books, bias = self.code_embedding[st], self.code_bias[st]  # [B*n, G, K, F], [B*n, G, K]
         seen = torch.zeros(h, w, dtype=torch.bool, device=indices.device)
         for m in masks:
             vis = seen.to(codes.dtype)[None, None]
-            logits = self.logits(coarse, codes * vis, vis.expand(b * n, 1, h, w), st)
-            logp = torch.log_softmax(logits, -1).gather(-1, target[..., None])[..., 0]
-            out.view(b * n, g, h, w).permute(0, 2, 3, 1)[:, m] = logp[:, m] / math.log(2.0)
+            features = self.features(coarse, codes * vis, vis.expand(b * n, 1, h, w), st)
+            # Score only the pass's positions, a few items at a time: the full logits of a
+            # large image (positions x groups x codes) would take gigabytes.
+            features = features[:, m].reshape(b * n, -1, g, books.shape[-1])
+            logp = []
+            for i in range(0, b * n, 4):
+                logits = (torch.einsum("bngf,bgkf->bngk", features[i:i + 4], books[i:i + 4])
+                          + bias[i:i + 4, None])
+                logp.append(torch.log_softmax(logits, -1)
+                            .gather(-1, target[i:i + 4][:, m][..., None])[..., 0])
+            out.view(b * n, g, h, w).permute(0, 2, 3, 1)[:, m] = torch.cat(logp) / math.log(2.0)
             seen = seen | m
         return out

@@ -21,7 +21,7 @@ from .audio_model import AudioModelConfig, VQAudioModel
 from .image_model import ImageModelConfig, VQImageModel
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_IMAGE_MODEL = "vqimage-v2"
+DEFAULT_IMAGE_MODEL = "vqimage-v3"
 DEFAULT_AUDIO_MODEL = "vqaudio-v1"
 
 # kind (as written in a model file) -> (config class, model class)
