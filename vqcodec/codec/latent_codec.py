@@ -59,51 +59,67 @@ class StageByStageCodec:
     def __init__(self, *, prior: StagePrior, quantizer: ResidualQuantizer) -> None:
         self.prior, self.quantizer = prior, quantizer
 
+    # The walk sees indices as [S', H, W, symbols per position]; these three say how a
+    # quantizer's indices map to that layout and what codewords they stand for.
+    symbols_per_position = 1
+
+    def _to_walk_layout(self, indices: torch.Tensor) -> torch.Tensor:
+        return indices[..., None]
+
+    def _from_walk_layout(self, indices: torch.Tensor) -> torch.Tensor:
+        return indices[..., 0]
+
+    def _codewords(self, stage: int, found: torch.Tensor) -> torch.Tensor:
+        """Codewords [n, D] of one pass's indices [n, symbols per position]."""
+        return self.quantizer.stages[stage].codebook[found[:, 0]]
+
     def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder) -> torch.Tensor:
         with single_thread():
-            return self._walk_single_thread(num_stages, height, width, code_pass)
+            return self._from_walk_layout(
+                self._walk_single_thread(num_stages, height, width, code_pass))
 
     def _walk_single_thread(self, num_stages: int, height: int, width: int,
                             code_pass: PassCoder) -> torch.Tensor:
-        device = self.quantizer.stages[0].codebook.device
-        dim = self.quantizer.dim
+        device = next(self.prior.parameters()).device
+        dim, per_position = self.quantizer.dim, self.symbols_per_position
         masks = [m.to(device) for m in pass_masks(self.prior.schedule, height, width)]
-        indices = torch.zeros(num_stages, height, width, dtype=torch.long, device=device)
+        indices = torch.zeros(num_stages, height, width, per_position, dtype=torch.long,
+                              device=device)
         coarse = torch.zeros(1, dim, height, width, device=device)
         for s in range(num_stages):
-            book = self.quantizer.stages[s].codebook
             stage = torch.tensor([s], device=device)
             codes = torch.zeros(1, dim, height, width, device=device)
             visible = torch.zeros(1, 1, height, width, device=device)
             for mask in masks:
                 logits = self.prior.logits(coarse, codes, visible, stage)[0][mask]
+                logits = logits.reshape(-1, logits.shape[-1])  # one row per symbol
                 found = torch.from_numpy(code_pass(s, mask, logits, probability_table(logits)))
-                found = found.to(device)
+                found = found.to(device).view(-1, per_position)
                 indices[s][mask] = found
-                codes[0][:, mask] = book[found].t()
+                codes[0][:, mask] = self._codewords(s, found).t()
                 visible[0, 0][mask] = 1.0
             coarse = coarse + codes
         return indices
 
     def compress(self, indices: torch.Tensor) -> CompressedIndices:
-        """Code indices [S', H, W]."""
+        """Code indices (the quantizer's layout: [S', H, W] here, [R', G, H, W] grouped)."""
         encoder = IndexEncoder()
         nll = 0.0
+        want = self._to_walk_layout(indices.cpu())  # [S', H, W, symbols per position]
 
         def code_pass(s: int, mask: torch.Tensor, logits: torch.Tensor,
                       table: np.ndarray) -> np.ndarray:
             nonlocal nll
-            symbols = want[s][mask.cpu()].numpy()
+            symbols = want[s][mask.cpu()].reshape(-1).numpy()
             encoder.add(symbols, table)
             nll += nll_bits(logits, symbols)
             return symbols
 
-        want = indices.cpu()
-        self._walk(*indices.shape, code_pass)
+        self._walk(*want.shape[:3], code_pass)
         return CompressedIndices(encoder.finish(), nll)
 
     def decompress(self, payload: bytes, num_stages: int, height: int, width: int) -> torch.Tensor:
-        """Indices [num_stages, H, W] from `payload`."""
+        """Indices (the quantizer's layout) of `num_stages` stages from `payload`."""
         decoder = IndexDecoder(payload)
         num_codes = self.quantizer.num_codes
 
@@ -122,49 +138,20 @@ class GroupedStageCodec(StageByStageCodec):
 
     Stream order: round, context pass, position in raster order, group. One `GroupedStagePrior`
     evaluation per round and pass gives the tables of all groups of the pass's positions.
-    `decompress` is inherited: it returns [num_stages, G, H, W].
     """
 
     prior: GroupedStagePrior
     quantizer: GroupedResidualQuantizer
 
-    def _walk_single_thread(self, num_stages: int, height: int, width: int,
-                            code_pass: PassCoder) -> torch.Tensor:
-        device = self.quantizer.codebooks.device
-        dim, groups = self.quantizer.dim, self.quantizer.num_groups
-        masks = [m.to(device) for m in pass_masks(self.prior.schedule, height, width)]
-        indices = torch.zeros(num_stages, groups, height, width, dtype=torch.long, device=device)
-        coarse = torch.zeros(1, dim, height, width, device=device)
-        for s in range(num_stages):
-            stage = torch.tensor([s], device=device)
-            codes = torch.zeros(1, dim, height, width, device=device)
-            visible = torch.zeros(1, 1, height, width, device=device)
-            for mask in masks:
-                logits = self.prior.logits(coarse, codes, visible, stage)[0][mask]  # [n, G, K]
-                logits = logits.reshape(-1, logits.shape[-1])
-                found = torch.from_numpy(code_pass(s, mask, logits, probability_table(logits)))
-                found = found.to(device).view(-1, groups)  # [n, G]
-                indices[s].permute(1, 2, 0)[mask] = found
-                vectors = self.quantizer.lookup(s, found).reshape(-1, dim)  # [n, D]
-                codes[0][:, mask] = vectors.t()
-                visible[0, 0][mask] = 1.0
-            coarse = coarse + codes
-        return indices
+    @property
+    def symbols_per_position(self) -> int:
+        return self.quantizer.num_groups
 
-    def compress(self, indices: torch.Tensor) -> CompressedIndices:
-        """Code indices [R', G, H, W]."""
-        encoder = IndexEncoder()
-        nll = 0.0
-        want = indices.cpu().permute(0, 2, 3, 1)  # [R', H, W, G]: a pass's symbols in order
+    def _to_walk_layout(self, indices: torch.Tensor) -> torch.Tensor:
+        return indices.permute(0, 2, 3, 1)
 
-        def code_pass(s: int, mask: torch.Tensor, logits: torch.Tensor,
-                      table: np.ndarray) -> np.ndarray:
-            nonlocal nll
-            symbols = want[s][mask.cpu()].reshape(-1).numpy()
-            encoder.add(symbols, table)
-            nll += nll_bits(logits, symbols)
-            return symbols
+    def _from_walk_layout(self, indices: torch.Tensor) -> torch.Tensor:
+        return indices.permute(0, 3, 1, 2)
 
-        num_stages, _, height, width = indices.shape
-        self._walk(num_stages, height, width, code_pass)
-        return CompressedIndices(encoder.finish(), nll)
+    def _codewords(self, stage: int, found: torch.Tensor) -> torch.Tensor:
+        return self.quantizer.lookup(stage, found).reshape(len(found), self.quantizer.dim)
