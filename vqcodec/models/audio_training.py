@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import torchaudio
 
 from .audio_model import AudioModelConfig, VQAudioModel
+from .training_loop import run_steps
 
 SHARED_AUDIO = "../shared/data/audio"
 
@@ -186,12 +187,7 @@ def train_audio_autoencoder(*, run: str, train: list[Path], val: list[Path],
         w, c = elapsed()
         print(f"EVAL step {step} wall {w:.0f}s cpu {c:.0f}s " + " ".join(row), file=log, flush=True)
 
-    model.train()
-    last_eval = time.time()
-    deadline = time.time() + minutes * 60
-    last_step = step + max_steps if max_steps is not None else None
-    running = np.zeros(3)
-    while time.time() < deadline and (last_step is None or step < last_step):
+    def take_step() -> tuple[float, float, float]:
         x = sampler.batch(batch).to(device)
         y, _, commit = model(x)
         l1 = (y - x).abs().mean()
@@ -201,20 +197,24 @@ def train_audio_autoencoder(*, run: str, train: list[Path], val: list[Path],
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        step += 1
-        running += [l1.item(), mel.item(), commit.item()]
-        if step % log_every == 0:
-            w, c = elapsed()
-            l1m, melm, cm = running / log_every
-            print(f"step {step} wall {w:.0f}s cpu {c:.0f}s l1 {l1m:.5f} mel {melm:.4f} "
-                  f"commit {cm:.5f}", file=log, flush=True)
-            running[:] = 0
-        if time.time() - last_eval > eval_every_s:
-            evaluate()
-            save()
-            last_eval = time.time()
-    evaluate()
-    save()
+        return l1.item(), mel.item(), commit.item()
+
+    def log_line(at: int, means) -> str:
+        w, c = elapsed()
+        l1m, melm, cm = means
+        return (f"step {at} wall {w:.0f}s cpu {c:.0f}s l1 {l1m:.5f} mel {melm:.4f} "
+                f"commit {cm:.5f}")
+
+    def checkpoint(at: int) -> None:
+        nonlocal step
+        step = at
+        evaluate()
+        save()
+
+    model.train()
+    run_steps(step=step, minutes=minutes, max_steps=max_steps, take_step=take_step,
+              log_line=log_line, checkpoint=checkpoint, log=log, log_every=log_every,
+              eval_every_s=eval_every_s)
 
 
 def encode_signals(model: VQAudioModel, signals: list[torch.Tensor], *, frames: int,
@@ -307,12 +307,7 @@ def train_audio_prior(*, run: str, config: AudioModelConfig, train: list[Path], 
         print(f"EVAL step {step} cpu {cpu0 + time.process_time() - t_cpu:.0f}s " + " ".join(row),
               file=log, flush=True)
 
-    model.prior.train()
-    last_eval = time.time()
-    deadline = time.time() + minutes * 60
-    last_step = step + max_steps if max_steps is not None else None
-    running = 0.0
-    while time.time() < deadline and (last_step is None or step < last_step):
+    def take_step() -> float:
         pick = torch.randint(0, len(data["train"]), (batch,), generator=rng)
         n = int(torch.randint(1, s_total + 1, (1,), generator=rng))
         bits = -model.prior(data["train"][pick, :n].long()).mean()
@@ -320,15 +315,18 @@ def train_audio_prior(*, run: str, config: AudioModelConfig, train: list[Path], 
         bits.backward()
         torch.nn.utils.clip_grad_norm_(model.prior.parameters(), 1.0)
         opt.step()
-        step += 1
-        running += bits.item()
-        if step % log_every == 0:
-            print(f"step {step} cpu {cpu0 + time.process_time() - t_cpu:.0f}s "
-                  f"bits/index {running / log_every:.3f}", file=log, flush=True)
-            running = 0.0
-        if time.time() - last_eval > eval_every_s:
-            evaluate()
-            save()
-            last_eval = time.time()
-    evaluate()
-    save()
+        return bits.item()
+
+    def log_line(at: int, means) -> str:
+        return f"step {at} cpu {cpu0 + time.process_time() - t_cpu:.0f}s bits/index {means[0]:.3f}"
+
+    def checkpoint(at: int) -> None:
+        nonlocal step
+        step = at
+        evaluate()
+        save()
+
+    model.prior.train()
+    run_steps(step=step, minutes=minutes, max_steps=max_steps, take_step=take_step,
+              log_line=log_line, checkpoint=checkpoint, log=log, log_every=log_every,
+              eval_every_s=eval_every_s)

@@ -20,6 +20,7 @@ from PIL import Image
 from .grouped_quantization import train_codebooks
 from .image_autoencoder import init_linear_path_from_pca
 from .image_model import ImageModelConfig, VQImageModel
+from .training_loop import run_steps
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -174,12 +175,7 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str], config: Ima
         w, c = elapsed()
         print(f"EVAL step {step} wall {w:.0f}s cpu {c:.0f}s " + " ".join(row), file=log, flush=True)
 
-    model.train()
-    last_eval = time.time()
-    deadline = time.time() + minutes * 60
-    last_step = step + max_steps if max_steps is not None else None
-    running = 0.0
-    while time.time() < deadline and (last_step is None or step < last_step):
+    def take_step() -> tuple[float, float]:
         x = sampler.batch(batch).to(device)
         y, _, commit = model(x)
         mse = F.mse_loss(y, x)
@@ -187,20 +183,23 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str], config: Ima
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        step += 1
-        running += mse.item()
-        if step % log_every == 0:
-            w, c = elapsed()
-            print(f"step {step} wall {w:.0f}s cpu {c:.0f}s mse {running / log_every:.5f} "
-                  f"psnr~{10 * math.log10(log_every / running):.2f} commit {commit.item():.5f}",
-                  file=log, flush=True)
-            running = 0.0
-        if time.time() - last_eval > eval_every_s:
-            evaluate()
-            save()
-            last_eval = time.time()
-    evaluate()
-    save()
+        return mse.item(), commit.item()
+
+    def log_line(at: int, means) -> str:
+        w, c = elapsed()
+        return (f"step {at} wall {w:.0f}s cpu {c:.0f}s mse {means[0]:.5f} "
+                f"psnr~{10 * math.log10(1 / means[0]):.2f} commit {means[1]:.5f}")
+
+    def checkpoint(at: int) -> None:
+        nonlocal step
+        step = at
+        evaluate()
+        save()
+
+    model.train()
+    run_steps(step=step, minutes=minutes, max_steps=max_steps, take_step=take_step,
+              log_line=log_line, checkpoint=checkpoint, log=log, log_every=log_every,
+              eval_every_s=eval_every_s)
 
 
 def encode_crops(model: VQImageModel, images: list[torch.Tensor], *, crop: int, count: int,
@@ -307,12 +306,7 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
         print(f"EVAL step {step} cpu {cpu0 + time.process_time() - t_cpu:.0f}s per-stage "
               + " ".join(f"{b:.2f}" for b in bits.tolist()) + " | " + row, file=log, flush=True)
 
-    model.prior.train()
-    last_eval = time.time()
-    deadline = time.time() + minutes * 60
-    last_step = step + max_steps if max_steps is not None else None
-    running = 0.0
-    while time.time() < deadline and (last_step is None or step < last_step):
+    def take_step() -> float:
         pick = torch.randint(0, len(data["train"]), (batch,), generator=rng)
         idx = data["train"][pick].long()
         stages = torch.randperm(s_total, generator=rng)[:min(stages_per_step, s_total)].sort().values
@@ -321,18 +315,21 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
         bits.backward()
         torch.nn.utils.clip_grad_norm_(model.prior.parameters(), 1.0)
         opt.step()
-        step += 1
-        running += bits.item()
-        if step % log_every == 0:
-            print(f"step {step} cpu {cpu0 + time.process_time() - t_cpu:.0f}s "
-                  f"bits/index {running / log_every:.3f}", file=log, flush=True)
-            running = 0.0
-        if time.time() - last_eval > eval_every_s:
-            evaluate()
-            save()
-            last_eval = time.time()
-    evaluate()
-    save()
+        return bits.item()
+
+    def log_line(at: int, means) -> str:
+        return f"step {at} cpu {cpu0 + time.process_time() - t_cpu:.0f}s bits/index {means[0]:.3f}"
+
+    def checkpoint(at: int) -> None:
+        nonlocal step
+        step = at
+        evaluate()
+        save()
+
+    model.prior.train()
+    run_steps(step=step, minutes=minutes, max_steps=max_steps, take_step=take_step,
+              log_line=log_line, checkpoint=checkpoint, log=log, log_every=log_every,
+              eval_every_s=eval_every_s)
 
 
 def train_grouped_codebooks(*, run: str, train: list[str], config: ImageModelConfig,
@@ -433,11 +430,7 @@ def train_decoder_filter(*, run: str, train: list[str], val: list[str], minutes:
               f"{out:.3f} (inverse PCA alone {val_base:.3f}, rate weight {val_lambda:.5f})",
               file=log, flush=True)
 
-    net.train()
-    deadline = time.time() + minutes * 60
-    last_eval, running = time.time(), 0.0
-    last_step = step + max_steps if max_steps is not None else None
-    while time.time() < deadline and (last_step is None or step < last_step):
+    def take_step() -> float:
         x = sampler.batch(batch)
         with torch.no_grad():
             zq = model.quantizer.decode(model.encode(x, None, rng.choice(rd_lambdas)))
@@ -445,15 +438,19 @@ def train_decoder_filter(*, run: str, train: list[str], val: list[str], minutes:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        step += 1
-        running += loss.item()
-        if step % log_every == 0:
-            print(f"step {step} cpu {cpu0 + time.process_time() - t_cpu:.0f}s "
-                  f"psnr~{10 * math.log10(log_every / running):.2f}", file=log, flush=True)
-            running = 0.0
-        if time.time() - last_eval > eval_every_s:
-            evaluate()
-            save()
-            last_eval = time.time()
-    evaluate()
-    save()
+        return loss.item()
+
+    def log_line(at: int, means) -> str:
+        return (f"step {at} cpu {cpu0 + time.process_time() - t_cpu:.0f}s "
+                f"psnr~{10 * math.log10(1 / means[0]):.2f}")
+
+    def checkpoint(at: int) -> None:
+        nonlocal step
+        step = at
+        evaluate()
+        save()
+
+    net.train()
+    run_steps(step=step, minutes=minutes, max_steps=max_steps, take_step=take_step,
+              log_line=log_line, checkpoint=checkpoint, log=log, log_every=log_every,
+              eval_every_s=eval_every_s)
