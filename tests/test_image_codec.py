@@ -87,14 +87,15 @@ def test_bad_quality(tiny_model, rng):
         compress_image(smooth_image(rng, 8, 8), model=tiny_model, quality=9, device="cpu")
 
 
-def test_corrupted_payload_never_crashes(tiny_model, rng):
-    data = bytearray(compress_image(smooth_image(rng, 40, 40), model=tiny_model,
-                                    device="cpu").data)
+@pytest.mark.parametrize("model_fixture", ["tiny_model", "tiny_grouped_model"])
+def test_corrupted_payload_never_crashes(model_fixture, request, rng):
+    model = request.getfixturevalue(model_fixture)
+    data = bytearray(compress_image(smooth_image(rng, 40, 40), model=model, device="cpu").data)
     for pos in range(0, len(data), 3):
         bad = bytearray(data)
         bad[pos] ^= 0x55
         with pytest.raises((ContainerError, ModelError)):
-            decompress_image(bytes(bad), model=tiny_model, device="cpu")
+            decompress_image(bytes(bad), model=model, device="cpu")
 
 
 def test_other_model_refused(tiny_model, tiny_model_path, tmp_path, rng):
