@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from vqcodec.codec.audio_codec import encode_channel, model_input
-from vqcodec.codec.audio_io import AUDIO_EXTENSIONS, load_audio
-from vqcodec.models.audio_training import SHARED_AUDIO, default_audio_split
-from vqcodec.models.registry import DEFAULT_AUDIO_MODEL, load_model
+from vqcodec.pipelines.audio import encode_channel, model_input
+from vqcodec.io.audio import AUDIO_EXTENSIONS, load_audio
+from vqcodec.train.audio import SHARED_AUDIO, default_audio_split
+from vqcodec.zoo.registry import DEFAULT_AUDIO_MODEL, load_model
 
 
 def clip_paths(args: list[str]) -> list[Path]:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vqcodec.codec.audio_codec import compress_audio, decompress_audio
-from vqcodec.codec.audio_io import AUDIO_EXTENSIONS, AudioClip, load_audio, resample
-from vqcodec.models.registry import DEFAULT_AUDIO_MODEL, load_model
+from vqcodec.pipelines.audio import compress_audio, decompress_audio
+from vqcodec.io.audio import AUDIO_EXTENSIONS, AudioClip, load_audio, resample
+from vqcodec.zoo.registry import DEFAULT_AUDIO_MODEL, load_model
 
 RATE = 24000
 

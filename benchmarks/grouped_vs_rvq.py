@@ -8,7 +8,7 @@ quantizer differs.
 Fits a 16x16 block PCA (128 components) on the training images, then compares on the eval
 images: uniform scalar quantization (per-component 0th-order entropy, measured on the eval set
 itself, i.e. optimistic), whole-vector residual VQ (k-means codebooks, 256 codes per stage),
-and the grouped entropy-constrained quantizer of `vqcodec.models.grouped_quantization`.
+and the grouped entropy-constrained quantizer of `vqcodec.nn.grouped_rvq`.
 PSNR on 8-bit RGB over all eval pixels; bpp = bits / pixels.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vqcodec.models.grouped_quantization import GroupedResidualQuantizer, train_codebooks
-from vqcodec.models.quantization import kmeans
-from vqcodec.models.training import list_images, load_rgb
+from vqcodec.nn.grouped_rvq import GroupedResidualQuantizer, train_codebooks
+from vqcodec.nn.rvq import kmeans
+from vqcodec.train.image import list_images, load_rgb
 
 BLOCK, KEEP = 16, 128
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from vqcodec.codec.image_codec import image_to_tensor
-from vqcodec.codec.image_io import load_image
-from vqcodec.models.registry import DEFAULT_IMAGE_MODEL, load_model
+from vqcodec.pipelines.image import image_to_tensor
+from vqcodec.io.image import load_image
+from vqcodec.zoo.registry import DEFAULT_IMAGE_MODEL, load_model
 
 
 def main() -> int:

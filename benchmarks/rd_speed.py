@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from vqcodec.cli.rd_curve import rd_curve
-from vqcodec.codec import rd
-from vqcodec.codec.device import resolve_device
-from vqcodec.codec.image_codec import compress_image, decompress_image
-from vqcodec.models.registry import DEFAULT_IMAGE_MODEL, load_model
+from vqcodec.eval import rd
+from vqcodec.device import resolve_device
+from vqcodec.pipelines.image import compress_image, decompress_image
+from vqcodec.zoo.registry import DEFAULT_IMAGE_MODEL, load_model
 
 
 def run_cli(args: list[str]) -> float:

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from vqcodec.models.audio_autoencoder import AudioAutoencoderConfig
-from vqcodec.models.audio_model import AudioModelConfig, VQAudioModel
-from vqcodec.models.image_autoencoder import ImageAutoencoderConfig
-from vqcodec.models.image_model import ImageModelConfig, VQImageModel
-from vqcodec.models.registry import load_model, save_model
+from vqcodec.nn.audio_autoencoder import AudioAutoencoderConfig
+from vqcodec.nn.audio_model import AudioModelConfig, VQAudioModel
+from vqcodec.nn.image_autoencoder import ImageAutoencoderConfig
+from vqcodec.nn.image_model import ImageModelConfig, VQImageModel
+from vqcodec.zoo.registry import load_model, save_model
 
 TINY_CONFIG = ImageModelConfig(
     autoencoder=ImageAutoencoderConfig(latent_dim=4, widths=(8, 8, 8), encoder_blocks=(1, 0, 0),

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from vqcodec.codec import audio_codec
-from vqcodec.codec.audio_codec import (compress_audio, decompress_audio, expected_frames,
+from vqcodec.pipelines import audio as audio_codec
+from vqcodec.pipelines.audio import (compress_audio, decompress_audio, expected_frames,
                                        stages_for_bitrate)
-from vqcodec.codec.audio_io import AudioClip, resample
-from vqcodec.codec.container import ContainerError, pack_container, unpack_container
-from vqcodec.codec.frame_codec import FrameByFrameCodec
-from vqcodec.models.registry import ModelError
+from vqcodec.io.audio import AudioClip, resample
+from vqcodec.format import ContainerError, pack_container, unpack_container
+from vqcodec.coding.frame_codec import FrameByFrameCodec
+from vqcodec.zoo.registry import ModelError
 
 from conftest import TINY_AUDIO_CONFIG
 
@@ -121,7 +121,7 @@ def test_refusals(tiny_audio_model, tiny_model):
     x = tone(8000, 800)
     data = compress_audio((x, 8000), model=tiny_audio_model, device="cpu").data
     with pytest.raises(ModelError, match="not an image"):
-        from vqcodec.codec.image_codec import decompress_image
+        from vqcodec.pipelines.image import decompress_image
         decompress_image(data, model=tiny_audio_model)
     with pytest.raises(ModelError, match="image model, not an audio model"):
         compress_audio((x, 8000), model=tiny_model)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from vqcodec.codec import audio_io
-from vqcodec.codec.audio_io import (
+from vqcodec.io import audio as audio_io
+from vqcodec.io.audio import (
     AUDIO_EXTENSIONS, SAVE_EXTENSIONS, AudioClip, InputError, as_audio_clip, is_audio_path,
     load_audio, resample, save_audio,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vqcodec.codec.audio_metrics import MAX_SI_SNR_DB, audio_mse, mel_distance, si_snr
+from vqcodec.eval.metrics import MAX_SI_SNR_DB, audio_mse, mel_distance, si_snr
 
 RATE = 16000
 

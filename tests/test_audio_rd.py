@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from vqcodec.cli.main import cli
-from vqcodec.codec import audio_rd
-from vqcodec.codec.audio_codec import compress_audio, decompress_audio
-from vqcodec.codec.opus_baseline import opus_available
-from vqcodec.models import registry
+from vqcodec.eval import audio_rd
+from vqcodec.pipelines.audio import compress_audio, decompress_audio
+from vqcodec.eval.opus import opus_available
+from vqcodec.zoo import registry
 
 needs_opus = pytest.mark.skipif(not opus_available(), reason="opus-tools not installed")
 

@@ -124,7 +124,7 @@ def test_model_file_is_not_a_model(tmp_path, photo):
 
 
 def test_image_too_large_refused(tmp_path, tiny_model_path, monkeypatch):
-    import vqcodec.codec.image_io as image_io
+    import vqcodec.io.image as image_io
     big = tmp_path / "big.png"
     Image.new("RGB", (300, 300)).save(big)
     monkeypatch.setattr(image_io, "MAX_PIXELS", 1000)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vqcodec.codec.container import (
+from vqcodec.format import (
     FORMAT_VERSION,
     MAGIC,
     ContainerError,

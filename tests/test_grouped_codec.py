@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from test_image_codec import smooth_image
-from vqcodec.codec.container import unpack_container
-from vqcodec.codec.image_codec import compress_image, decompress_image, image_to_tensor
-from vqcodec.codec.latent_codec import GroupedStageCodec
-from vqcodec.models.grouped_quantization import GroupedResidualQuantizer, train_codebooks
-from vqcodec.models.image_autoencoder import init_linear_path_from_pca
-from vqcodec.models.image_model import VQImageModel
+from vqcodec.format import unpack_container
+from vqcodec.pipelines.image import compress_image, decompress_image, image_to_tensor
+from vqcodec.coding.latent_codec import GroupedStageCodec
+from vqcodec.nn.grouped_rvq import GroupedResidualQuantizer, train_codebooks
+from vqcodec.nn.image_autoencoder import init_linear_path_from_pca
+from vqcodec.nn.image_model import VQImageModel
 
 
 def _codec(net: VQImageModel) -> GroupedStageCodec:

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from vqcodec.codec.container import ContainerError, unpack_container
-from vqcodec.codec.image_codec import (image_to_tensor, compress_image, decompress_image)
-from vqcodec.codec.latent_codec import StageByStageCodec
-from vqcodec.models.registry import ModelError
+from vqcodec.format import ContainerError, unpack_container
+from vqcodec.pipelines.image import (image_to_tensor, compress_image, decompress_image)
+from vqcodec.coding.latent_codec import StageByStageCodec
+from vqcodec.zoo.registry import ModelError
 
 
 def smooth_image(rng, h, w, channels=3):
@@ -100,7 +100,7 @@ def test_corrupted_payload_never_crashes(model_fixture, request, rng):
 
 def test_other_model_refused(tiny_model, tiny_model_path, tmp_path, rng):
     from conftest import make_tiny_model
-    from vqcodec.models.registry import load_model, save_model
+    from vqcodec.zoo.registry import load_model, save_model
     data = compress_image(smooth_image(rng, 16, 16), model=tiny_model, device="cpu").data
     other = tmp_path / "other.safetensors"
     save_model(make_tiny_model(seed=1), other, name="tiny-test", qualities=[1, 2, 3, 4],

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vqcodec.codec import image_io
-from vqcodec.codec.atomic import atomic_output, write_atomically
-from vqcodec.codec.image_io import InputError, as_image_array, load_image, save_image
+from vqcodec.io import image as image_io
+from vqcodec.io.atomic import atomic_output, write_atomically
+from vqcodec.io.image import InputError, as_image_array, load_image, save_image
 
 
 def _rgb(height: int = 5, width: int = 7) -> np.ndarray:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vqcodec.codec import opus_baseline
-from vqcodec.codec.audio_io import as_audio_clip
-from vqcodec.codec.audio_metrics import si_snr
-from vqcodec.codec.opus_baseline import (
+from vqcodec.eval import opus as opus_baseline
+from vqcodec.io.audio import as_audio_clip
+from vqcodec.eval.metrics import si_snr
+from vqcodec.eval.opus import (
     BaselineUnavailable, opus_available, opus_roundtrip,
 )
 

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from vqcodec.cli.main import cli
-from vqcodec.codec import rd
-from vqcodec.codec.image_codec import image_to_tensor, compress_image, decompress_image
-from vqcodec.codec.rd import NamedImage, bd_rate, bd_rate_details
+from vqcodec.eval import rd
+from vqcodec.pipelines.image import image_to_tensor, compress_image, decompress_image
+from vqcodec.eval.rd import NamedImage, bd_rate, bd_rate_details
 
 COMPRESSAI_KEYS = {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"}
 OUR_KEYS = {"nll-bpp", "mse", "payload-bpp", "file-bpp", "quality", "stages"}

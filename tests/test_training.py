@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import TINY_CONFIG
 from vqcodec.cli.main import cli
-from vqcodec.models.training import train_autoencoder, train_prior
+from vqcodec.train.image import train_autoencoder, train_prior
 
 
 def make_folder(path, rng, n=3, size=(80, 96)):
@@ -53,7 +53,7 @@ def test_train_resume_export_and_use(tmp_path, rng):
 def test_training_continues_from_a_model_file(tmp_path, rng, tiny_model_path):
     import torch
 
-    from vqcodec.models.registry import load_model
+    from vqcodec.zoo.registry import load_model
     data = make_folder(tmp_path / "imgs", rng, n=2)
     run = str(tmp_path / "run")
     train_autoencoder(run=run, train=[data], val=[data], config=TINY_CONFIG, minutes=5, batch=2,
@@ -73,9 +73,9 @@ def test_linear_path_starts_at_the_patch_pca(tmp_path, rng):
 
     import torch
 
-    from vqcodec.models.image_autoencoder import init_linear_path_from_pca
-    from vqcodec.models.image_model import VQImageModel
-    from vqcodec.models.training import CropSampler, load_training_images
+    from vqcodec.nn.image_autoencoder import init_linear_path_from_pca
+    from vqcodec.nn.image_model import VQImageModel
+    from vqcodec.train.image import CropSampler, load_training_images
 
     ae = dataclasses.replace(TINY_CONFIG.autoencoder, linear_path=True, latent_dim=24)
     model = VQImageModel(dataclasses.replace(TINY_CONFIG, autoencoder=ae))
@@ -109,7 +109,7 @@ def test_audio_training_resumes_and_exports(tmp_path):
     import torch
 
     from conftest import TINY_AUDIO_CONFIG
-    from vqcodec.models.audio_training import train_audio_autoencoder, train_audio_prior
+    from vqcodec.train.audio import train_audio_autoencoder, train_audio_prior
 
     folder = tmp_path / "clips"
     folder.mkdir()
@@ -147,8 +147,8 @@ def test_grouped_model_codebooks_filter_prior_export_and_use(tmp_path, rng):
     import torch
 
     from conftest import TINY_GROUPED_CONFIG
-    from vqcodec.models.registry import load_model
-    from vqcodec.models.training import train_decoder_filter, train_grouped_codebooks
+    from vqcodec.zoo.registry import load_model
+    from vqcodec.train.image import train_decoder_filter, train_grouped_codebooks
     data = make_folder(tmp_path / "imgs", rng)
     run = str(tmp_path / "run")
     train_grouped_codebooks(run=run, train=[data], config=TINY_GROUPED_CONFIG, rd_lambda=0.01,

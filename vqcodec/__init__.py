@@ -21,29 +21,29 @@ __version__ = "0.1.0"
 def compress(image, *, quality: int | None = None, model: str | None = None,
              device: str = "auto") -> bytes:
     """Compress an image to the bytes of a `.vqc` file."""
-    from .codec.image_codec import compress_image
-    from .models.registry import DEFAULT_IMAGE_MODEL
+    from .pipelines.image import compress_image
+    from .zoo.registry import DEFAULT_IMAGE_MODEL
     return compress_image(image, model=model or DEFAULT_IMAGE_MODEL, quality=quality,
                           device=device).data
 
 
 def decompress(data: bytes, *, model: str | None = None, device: str = "auto"):
     """Decode `.vqc` bytes to a uint8 numpy array (use `PIL.Image.fromarray` for a PIL image)."""
-    from .codec.image_codec import decompress_image
+    from .pipelines.image import decompress_image
     return decompress_image(data, model=model, device=device)
 
 
 def compress_audio(samples, sample_rate: int, *, bitrate: float | None = None,
                    model: str | None = None, device: str = "auto") -> bytes:
     """Compress audio (float in [-1, 1] or int16; [n] mono or [channels, n]) to `.vqc` bytes."""
-    from .codec.audio_codec import compress_audio as _compress
-    from .models.registry import DEFAULT_AUDIO_MODEL
+    from .pipelines.audio import compress_audio as _compress
+    from .zoo.registry import DEFAULT_AUDIO_MODEL
     return _compress((samples, sample_rate), model=model or DEFAULT_AUDIO_MODEL,
                      bitrate=bitrate, device=device).data
 
 
 def decompress_audio(data: bytes, *, model: str | None = None, device: str = "auto"):
     """Decode `.vqc` bytes to (samples float32 [channels, n], sample_rate)."""
-    from .codec.audio_codec import decompress_audio as _decompress
+    from .pipelines.audio import decompress_audio as _decompress
     clip = _decompress(data, model=model, device=device)
     return clip.samples, clip.sample_rate

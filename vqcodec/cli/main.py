@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from ..codec.container import ContainerError, read_header
-from ..codec.device import DeviceError
-from ..codec.image_io import InputError
-from ..models.registry import ModelError
+from ..format import ContainerError, read_header
+from ..device import DeviceError
+from ..io.image import InputError
+from ..zoo.registry import ModelError
 from .rd_curve import rd_curve
 from .train import train
 
@@ -75,15 +75,15 @@ def compress(input_path: str, output_path: str, quality: int | None, bitrate: fl
 
     The kind is chosen from INPUT's suffix; --model overrides the default model of that kind.
     """
-    from ..codec.atomic import write_atomically
-    from ..codec.audio_io import is_audio_path
+    from ..io.atomic import write_atomically
+    from ..io.audio import is_audio_path
 
     if is_audio_path(input_path):
         if quality is not None:
             raise InputError("--quality is for images; audio takes --bitrate")
-        from ..codec.audio_codec import compress_audio
-        from ..codec.audio_io import load_audio
-        from ..models.registry import DEFAULT_AUDIO_MODEL
+        from ..pipelines.audio import compress_audio
+        from ..io.audio import load_audio
+        from ..zoo.registry import DEFAULT_AUDIO_MODEL
 
         clip = load_audio(input_path)
         result = compress_audio(clip, model=model or DEFAULT_AUDIO_MODEL, bitrate=bitrate,
@@ -97,9 +97,9 @@ def compress(input_path: str, output_path: str, quality: int | None, bitrate: fl
         return
     if bitrate is not None:
         raise InputError("--bitrate is for audio; images take --quality")
-    from ..codec.image_codec import compress_image
-    from ..codec.image_io import load_image
-    from ..models.registry import DEFAULT_IMAGE_MODEL
+    from ..pipelines.image import compress_image
+    from ..io.image import load_image
+    from ..zoo.registry import DEFAULT_IMAGE_MODEL
 
     image = load_image(input_path)
     result = compress_image(image, model=model or DEFAULT_IMAGE_MODEL, quality=quality,
@@ -125,16 +125,16 @@ def decompress(input_path: str, output_path: str, model: str | None, device: str
     start = time.perf_counter()
     data = read_input(input_path)
     if read_header(data).media_type.name == "AUDIO":
-        from ..codec.audio_codec import decompress_audio
-        from ..codec.audio_io import save_audio
+        from ..pipelines.audio import decompress_audio
+        from ..io.audio import save_audio
 
         clip = decompress_audio(data, model=model, device=device)
         save_audio(output_path, clip)
         click.echo(f"{input_path} -> {output_path}: {clip.seconds:.2f} s, {clip.channels} ch at "
                    f"{clip.sample_rate} Hz, {time.perf_counter() - start:.2f} s")
         return
-    from ..codec.image_codec import decompress_image
-    from ..codec.image_io import save_image
+    from ..pipelines.image import decompress_image
+    from ..io.image import save_image
 
     array = decompress_image(data, model=model, device=device)
     save_image(array, output_path)

@@ -21,8 +21,8 @@ def _errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from ..codec.image_io import InputError
-        from ..codec.rd import RDError
+        from ..io.image import InputError
+        from ..eval.rd import RDError
         from .main import user_errors
 
         def run():
@@ -37,7 +37,7 @@ def _errors(func):
 
 
 def _int_list(text: str, option: str, low: int, high: int | None = None) -> list[int]:
-    from ..codec.rd import RDError
+    from ..eval.rd import RDError
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -200,15 +200,15 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
     the original; Opus as the baseline. Writes <model>.json, opus.json, rd.csv, rd-sisnr.png,
     rd-mel.png and, with --per-image, per_clip.csv.
     """
-    from ..codec import rd
-    from ..codec.device import resolve_device
-    from ..models.registry import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, load_model
+    from ..eval import rd
+    from ..device import resolve_device
+    from ..zoo.registry import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, load_model
 
     if batch_size < 1:
         raise rd.RDError(f"--batch-size must be at least 1, got {batch_size}")
     dev = resolve_device(device)
     if model is None:
-        from ..codec.audio_rd import folder_kind
+        from ..eval.audio_rd import folder_kind
         audio = folder_kind(folder) == "audio"
         loaded = load_model(DEFAULT_AUDIO_MODEL if audio else DEFAULT_IMAGE_MODEL, device=dev)
     else:
@@ -242,8 +242,8 @@ def _image_rd_curve(folder: str, loaded, dev, *, qualities: str | None, batch_si
     """`rd-curve` on images (see `rd_curve`)."""
     import json
 
-    from ..codec import rd
-    from ..codec.atomic import write_atomically
+    from ..eval import rd
+    from ..io.atomic import write_atomically
 
     rd.check_dependencies()
     if "opus" in [n.strip().lower() for n in baselines.split(",")]:
@@ -357,7 +357,7 @@ def _image_rd_curve(folder: str, loaded, dev, *, qualities: str | None, batch_si
     put("bd_rate.json", (json.dumps(bd_json, indent=2) + "\n").encode())
     if plots:
         try:
-            from ..codec.rd_plot import plot_rd
+            from ..eval.plot import plot_rd
             title = f"{loaded.name} on {Path(folder).name} ({len(images)} images)"
             for metric, name in (("psnr", "rd-psnr.png"), ("ms-ssim", "rd-msssim.png")):
                 plot_rd(out_dir / name, metric=metric, ours=[ours], baselines=base_curves,
@@ -374,9 +374,9 @@ def _audio_rd_curve(folder: str, loaded, dev, *, qualities: str | None, actual: 
     """`rd-curve` on audio clips (see `rd_curve`); the measuring is in `codec.audio_rd`."""
     import json
 
-    from ..codec import audio_rd
-    from ..codec.atomic import write_atomically
-    from ..codec.opus_baseline import MAX_KBPS_PER_CHANNEL, MIN_KBPS
+    from ..eval import audio_rd
+    from ..io.atomic import write_atomically
+    from ..eval.opus import MAX_KBPS_PER_CHANNEL, MIN_KBPS
 
     model_qualities = (_int_list(qualities, "--qualities", 1, len(loaded.qualities))
                        if qualities else list(range(1, len(loaded.qualities) + 1)))
@@ -390,7 +390,7 @@ def _audio_rd_curve(folder: str, loaded, dev, *, qualities: str | None, actual: 
     for name, reason in skipped:
         _warn(f"skipping {name}: {reason}")
     if not clips:
-        from ..codec.rd import RDError
+        from ..eval.rd import RDError
         raise RDError(f"no readable audio files in {folder} ({len(skipped)} unreadable)")
     out_dir = Path(out) if out else Path("results") / (Path(folder).resolve().name or "rd")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -453,7 +453,7 @@ def _audio_rd_curve(folder: str, loaded, dev, *, qualities: str | None, actual: 
         put("per_clip.csv", _csv_bytes([r.row() for r in records], audio_rd.PER_CLIP_COLUMNS))
     if plots:
         try:
-            from ..codec.rd_plot import plot_rd
+            from ..eval.plot import plot_rd
             title = f"{loaded.name} on {Path(folder).name} ({len(clips)} clips)"
             for metric, name in (("si-snr", "rd-sisnr.png"), ("mel", "rd-mel.png")):
                 plot_rd(out_dir / name, metric=metric, ours=[ours], baselines=base_curves,

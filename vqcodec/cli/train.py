@@ -12,11 +12,11 @@ SHARED = "../shared/data/images"
 def _config(run: str, kind: str | None = None):
     """The model config of a run folder (config.json; its "kind" defaults to image), or the
     default config of `kind` for a new run."""
-    from ..models.registry import MODEL_KINDS
+    from ..zoo.registry import MODEL_KINDS
     path = Path(run) / "config.json"
     if not path.exists():
         if (kind or "image") == "image":
-            from ..models.image_model import NEW_RUN_CONFIG
+            from ..nn.image_model import NEW_RUN_CONFIG
             return NEW_RUN_CONFIG
         return MODEL_KINDS[kind][0]()
     d = json.loads(path.read_text())
@@ -57,10 +57,10 @@ def train() -> None:
 def image_autoencoder(run, train_paths, val_path, minutes, lr, batch, crop, device,
                       init_from) -> None:
     """Train the autoencoder + residual quantizer into RUN/state.pt."""
-    from ..models.training import train_autoencoder
+    from ..train.image import train_autoencoder
     config = _config(run, "image")
     if init_from and not (Path(run) / "state.pt").exists():
-        from ..models.registry import load_model
+        from ..zoo.registry import load_model
         config = load_model(init_from).model.config
     train_autoencoder(run=run, train=list(train_paths) or _default_train(), val=[val_path],
                       config=config, minutes=minutes, lr=lr, batch=batch, crop=crop,
@@ -76,8 +76,8 @@ def image_autoencoder(run, train_paths, val_path, minutes, lr, batch, crop, devi
 def image_codebooks(run, train_paths, val_path, rd_lambda) -> None:
     """Build a grouped model (vqimage-v3 design): block PCA + entropy-constrained codebooks,
     into RUN/state.pt; then train its prior with `image-prior RUN`."""
-    from ..models.image_model import GROUPED_RUN_CONFIG
-    from ..models.training import train_grouped_codebooks
+    from ..nn.image_model import GROUPED_RUN_CONFIG
+    from ..train.image import train_grouped_codebooks
     if (Path(run) / "state.pt").exists():
         raise click.ClickException(f"{run} already has a state.pt; use a new run folder")
     train_grouped_codebooks(run=run, train=list(train_paths) or _default_train(),
@@ -92,8 +92,8 @@ def image_codebooks(run, train_paths, val_path, rd_lambda) -> None:
 @click.option("--batch", type=int, default=16, show_default=True)
 def image_filter(run, train_paths, val_path, minutes, lr, batch) -> None:
     """Train a grouped model's decoder post-filter (RUN/state.pt, from `image-codebooks`)."""
-    from ..models.image_model import GROUPED_RD_LAMBDAS
-    from ..models.training import train_decoder_filter
+    from ..nn.image_model import GROUPED_RD_LAMBDAS
+    from ..train.image import train_decoder_filter
     train_decoder_filter(run=run, train=list(train_paths) or _default_train(), val=[val_path],
                          minutes=minutes, rd_lambdas=GROUPED_RD_LAMBDAS, lr=lr, batch=batch)
 
@@ -105,8 +105,8 @@ def image_filter(run, train_paths, val_path, minutes, lr, batch) -> None:
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 def image_prior(run, train_paths, val_path, minutes, lr) -> None:
     """Train the prior on a frozen autoencoder (RUN/state.pt) into RUN/prior_state.pt."""
-    from ..models.training import train_prior
-    from ..models.image_model import GROUPED_RD_LAMBDAS
+    from ..train.image import train_prior
+    from ..nn.image_model import GROUPED_RD_LAMBDAS
     config = _config(run, "image")
     train_prior(run=run, autoencoder_state=str(Path(run) / "state.pt"),
                 train=list(train_paths) or _default_train(), val=[val_path],
@@ -115,7 +115,7 @@ def image_prior(run, train_paths, val_path, minutes, lr) -> None:
 
 
 def _audio_files(train_paths, val_paths):
-    from ..models.audio_training import default_audio_split
+    from ..train.audio import default_audio_split
     train_files, val_files = default_audio_split()
     expand = lambda paths: [f for p in paths for f in (  # noqa: E731
         sorted(q for q in Path(p).rglob("*") if q.is_file() and q.suffix.lower() in
@@ -151,7 +151,7 @@ def _with(options):
 def audio_autoencoder(run, train_paths, val_paths, minutes, lr, batch, seconds, mel_weight,
                       device) -> None:
     """Train the audio autoencoder + residual quantizer into RUN/state.pt."""
-    from ..models.audio_training import train_audio_autoencoder
+    from ..train.audio import train_audio_autoencoder
     train_files, val_files = _audio_files(train_paths, val_paths)
     train_audio_autoencoder(run=run, train=train_files, val=val_files,
                             config=_config(run, "audio"), minutes=minutes, lr=lr, batch=batch,
@@ -166,7 +166,7 @@ def audio_autoencoder(run, train_paths, val_paths, minutes, lr, batch, seconds, 
 @click.option("--batch", type=int, default=8, show_default=True)
 def audio_prior(run, train_paths, val_paths, minutes, lr, batch) -> None:
     """Train the frame prior on a frozen audio autoencoder (RUN/state.pt)."""
-    from ..models.audio_training import train_audio_prior
+    from ..train.audio import train_audio_prior
     train_files, val_files = _audio_files(train_paths, val_paths)
     train_audio_prior(run=run, config=_config(run, "audio"), train=train_files, val=val_files,
                       minutes=minutes, lr=lr, batch=batch)
@@ -184,10 +184,10 @@ def export(run, output, name, qualities, default_quality) -> None:
     """Write RUN/prior_state.pt (image or audio run) as a float16 safetensors model file."""
     import torch
 
-    from ..models.audio_model import AudioModelConfig, VQAudioModel
-    from ..models.image_model import VQImageModel
+    from ..nn.audio_model import AudioModelConfig, VQAudioModel
+    from ..nn.image_model import VQImageModel
 
-    from ..models.registry import save_model
+    from ..zoo.registry import save_model
     config = _config(run)
     model = (VQAudioModel if isinstance(config, AudioModelConfig) else VQImageModel)(config)
     prior_state = torch.load(Path(run) / "prior_state.pt", weights_only=True)
@@ -207,7 +207,7 @@ def export(run, output, name, qualities, default_quality) -> None:
     if qualities:
         rates: list = [int(q) for q in qualities.split(",")]
     elif getattr(config, "num_groups", 0):
-        from ..models.image_model import GROUPED_RD_LAMBDAS
+        from ..nn.image_model import GROUPED_RD_LAMBDAS
         rates = [[config.num_stages, lam] for lam in GROUPED_RD_LAMBDAS]
     else:
         raise click.UsageError("--qualities is required for this model")

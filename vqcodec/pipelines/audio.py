@@ -14,12 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.registry import (DEFAULT_AUDIO_MODEL, LoadedModel, ModelError, load_model,
+from ..zoo.registry import (DEFAULT_AUDIO_MODEL, LoadedModel, ModelError, load_model,
                                model_for_header)
-from .audio_io import (MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioClip, as_audio_clip,
+from ..io.audio import (MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioClip, as_audio_clip,
                        resample)
-from .container import ContainerHeader, MediaType, pack_container, unpack_container
-from .device import resolve_device
+from ..format import ContainerHeader, MediaType, pack_container, unpack_container
+from ..device import resolve_device
 
 WINDOW_SECONDS = 30.0
 MARGIN_FRAMES = 16  # beyond the encoder's and decoder's receptive fields (checked by tests)

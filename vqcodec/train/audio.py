@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
-from .audio_model import AudioModelConfig, VQAudioModel
-from .training_loop import run_steps
+from ..nn.audio_model import AudioModelConfig, VQAudioModel
+from .loop import run_steps
 
 SHARED_AUDIO = "../shared/data/audio"
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from .audio_autoencoder import AudioAutoencoderConfig, AudioDecoder, AudioEncoder
 from .audio_prior import FramePrior
-from .quantization import ResidualQuantizer
+from .rvq import ResidualQuantizer
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from vqcodec.codec.atomic import atomic_output
-from vqcodec.codec.image_io import InputError, check_input_file
+from vqcodec.io.atomic import atomic_output
+from vqcodec.io.image import InputError, check_input_file
 
 __all__ = [
     "AUDIO_EXTENSIONS", "MAX_CHANNELS", "MAX_SAMPLE_RATE", "MAX_SECONDS", "MIN_SAMPLE_RATE",

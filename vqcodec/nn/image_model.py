@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from .image_autoencoder import ImageAutoencoderConfig, ImageDecoder, ImageEncoder
-from .grouped_quantization import GroupedResidualQuantizer
-from .prior import GroupedStagePrior, StagePrior
-from .quantization import ResidualQuantizer
+from .grouped_rvq import GroupedResidualQuantizer
+from .image_prior import GroupedStagePrior, StagePrior
+from .rvq import ResidualQuantizer
 
 
 @dataclass(frozen=True)

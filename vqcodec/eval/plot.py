@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output
+from ..io.atomic import atomic_output
 from .rd import RDCurve, msssim_db
 
 __all__ = ["plot_rd"]

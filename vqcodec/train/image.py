@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .grouped_quantization import train_codebooks
-from .image_autoencoder import init_linear_path_from_pca
-from .image_model import ImageModelConfig, VQImageModel
-from .training_loop import run_steps
+from ..nn.grouped_rvq import train_codebooks
+from ..nn.image_autoencoder import init_linear_path_from_pca
+from ..nn.image_model import ImageModelConfig, VQImageModel
+from .loop import run_steps
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -129,7 +129,7 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str], config: Ima
         opt.load_state_dict(st["opt"])
         step, cpu0, wall0 = st["step"], st["cpu_s"], st["wall_s"]
     elif init_from:
-        from .registry import load_model
+        from ..zoo.registry import load_model
         shipped = load_model(init_from, device=device)
         model.load_state_dict(shipped.model.state_dict())
         step = shipped.training.get("autoencoder_steps", 0)

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..models.registry import (DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_model,
+from ..zoo.registry import (DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_model,
                                model_for_header)
-from .container import ContainerHeader, MediaType, pack_container, unpack_container
-from .device import resolve_device
-from .image_io import as_image_array
+from ..format import ContainerHeader, MediaType, pack_container, unpack_container
+from ..device import resolve_device
+from ..io.image import as_image_array
 
 
 @dataclass

@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.registry import LoadedModel
-from .image_codec import image_to_tensor, compress_image, decompress_image
-from .image_io import InputError, load_image
+from ..zoo.registry import LoadedModel
+from ..pipelines.image import image_to_tensor, compress_image, decompress_image
+from ..io.image import InputError, load_image
 
 __all__ = [
     "BASELINE_NAMES", "COMPRESSAI_KEYS", "DEFAULT_BASELINE_QUALITIES", "IMAGE_SUFFIXES",

@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.registry import LoadedModel
-from .audio_codec import (compress_audio, decode_channel, decompress_audio, encode_channel,
+from ..zoo.registry import LoadedModel
+from ..pipelines.audio import (compress_audio, decode_channel, decompress_audio, encode_channel,
                           model_input, model_output)
-from .audio_io import AUDIO_EXTENSIONS, AudioClip, InputError, load_audio
-from .audio_metrics import audio_mse, mel_distance, si_snr
-from .opus_baseline import BaselineError, opus_available, opus_roundtrip
+from ..io.audio import AUDIO_EXTENSIONS, AudioClip, InputError, load_audio
+from .metrics import audio_mse, mel_distance, si_snr
+from .opus import BaselineError, opus_available, opus_roundtrip
 from .rd import (BASELINE_NAMES, IMAGE_SUFFIXES, ProgressCallback, RDCurve, RDError, _mean,
                  _sync)
 

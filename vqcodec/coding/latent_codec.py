@@ -13,10 +13,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..models.context import pass_masks
-from ..models.grouped_quantization import GroupedResidualQuantizer
-from ..models.prior import GroupedStagePrior, StagePrior
-from ..models.quantization import ResidualQuantizer
+from .context import pass_masks
+from ..nn.grouped_rvq import GroupedResidualQuantizer
+from ..nn.image_prior import GroupedStagePrior, StagePrior
+from ..nn.rvq import ResidualQuantizer
 from .entropy import IndexDecoder, IndexEncoder, nll_bits, probability_table
 
 # (stage, pass mask [H, W], logits of the pass's positions [n, K], their probability

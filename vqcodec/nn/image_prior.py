@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .context import pass_masks
-from .grouped_quantization import GroupedResidualQuantizer
-from .quantization import ResidualQuantizer
+from ..coding.context import pass_masks
+from .grouped_rvq import GroupedResidualQuantizer
+from .rvq import ResidualQuantizer
 
 
 class _Block(nn.Module):

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..models.audio_prior import FramePrior
+from ..nn.audio_prior import FramePrior
 from .entropy import IndexDecoder, IndexEncoder, nll_bits, probability_table
 from .latent_codec import CompressedIndices, single_thread
 

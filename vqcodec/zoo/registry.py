@@ -16,11 +16,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
-from ..codec.container import ContainerHeader, weights_hash
-from .audio_model import AudioModelConfig, VQAudioModel
-from .image_model import ImageModelConfig, VQImageModel
+from ..format import ContainerHeader, weights_hash
+from ..nn.audio_model import AudioModelConfig, VQAudioModel
+from ..nn.image_model import ImageModelConfig, VQImageModel
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = Path(__file__).parent.parent / "models" / "weights"
 DEFAULT_IMAGE_MODEL = "vqimage-v3"
 DEFAULT_AUDIO_MODEL = "vqaudio-v1"
 
@@ -53,13 +53,13 @@ class LoadedModel:
             if next(net.parameters()).device.type != "cpu":
                 net = copy.deepcopy(net).cpu()
             if self.kind == "audio":
-                from ..codec.frame_codec import FrameByFrameCodec
+                from ..coding.frame_codec import FrameByFrameCodec
                 self._codec = FrameByFrameCodec(prior=net.prior)
             elif net.config.num_groups:
-                from ..codec.latent_codec import GroupedStageCodec
+                from ..coding.latent_codec import GroupedStageCodec
                 self._codec = GroupedStageCodec(prior=net.prior, quantizer=net.quantizer)
             else:
-                from ..codec.latent_codec import StageByStageCodec
+                from ..coding.latent_codec import StageByStageCodec
                 self._codec = StageByStageCodec(prior=net.prior, quantizer=net.quantizer)
         return self._codec
 
