@@ -22,6 +22,7 @@ from vqcodec.pipelines.audio import encode_channel, model_input
 from vqcodec.io.audio import AUDIO_EXTENSIONS, load_audio
 from vqcodec.train.audio import SHARED_AUDIO, default_audio_split
 from vqcodec.zoo.registry import DEFAULT_AUDIO_MODEL, load_model
+from vqcodec.coding import file_codec
 
 
 def clip_paths(args: list[str]) -> list[Path]:
@@ -43,7 +44,7 @@ def main() -> int:
     ap.add_argument("--model", default=DEFAULT_AUDIO_MODEL)
     args = ap.parse_args()
     loaded = load_model(args.model)
-    net, codec = loaded.model, loaded.entropy_codec()
+    net, codec = loaded.model, file_codec(loaded.model)
     worst_gap, worst_bytes, failures, checked, seconds = 0.0, 0.0, 0, 0, 0.0
     start = time.perf_counter()
     for path in clip_paths(args.paths):

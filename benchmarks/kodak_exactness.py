@@ -16,6 +16,7 @@ import torch
 from vqcodec.pipelines.image import image_to_tensor
 from vqcodec.io.image import load_image
 from vqcodec.zoo.registry import DEFAULT_IMAGE_MODEL, load_model
+from vqcodec.coding import file_codec
 
 
 def main() -> int:
@@ -24,7 +25,7 @@ def main() -> int:
     ap.add_argument("--model", default=DEFAULT_IMAGE_MODEL)
     args = ap.parse_args()
     loaded = load_model(args.model)
-    net, codec = loaded.model, loaded.entropy_codec()
+    net, codec = loaded.model, file_codec(loaded.model)
     worst_gap, failures, checked = 0.0, 0, 0
     for path in sorted(Path(args.folder).glob("*.png")):
         x = image_to_tensor(load_image(path), net.config.stride, torch.device("cpu"))

@@ -16,6 +16,7 @@ from vqcodec.coding.frame_codec import FrameByFrameCodec
 from vqcodec.zoo.registry import ModelError
 
 from conftest import TINY_AUDIO_CONFIG
+from vqcodec.coding import file_codec
 
 
 def tone(rate: int, n: int, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -30,7 +31,7 @@ def tone(rate: int, n: int, channels: int = 1, seed: int = 0) -> np.ndarray:
 def test_frame_codec_exact(tiny_audio_model, channels, stages, frames):
     """Random indices (not just the ones an encoder makes) survive, across chunk borders
     (context 12 frames)."""
-    codec = tiny_audio_model.entropy_codec()
+    codec = file_codec(tiny_audio_model.model)
     g = torch.Generator().manual_seed(frames)
     idx = torch.randint(0, TINY_AUDIO_CONFIG.num_codes, (channels, stages, frames), generator=g)
     coded = codec.compress(idx)
@@ -55,18 +56,18 @@ def test_stream_nll_equals_training_forward(tiny_audio_model):
 def test_round_trip_shapes_and_exact_indices(tiny_audio_model, rate, n, channels, monkeypatch):
     x = tone(rate, n, channels)
     seen = {}
-    real = tiny_audio_model.entropy_codec().compress
+    real = file_codec(tiny_audio_model.model).compress
 
     def spy(indices):
         seen["indices"] = indices.clone()
         return real(indices)
 
-    monkeypatch.setattr(tiny_audio_model.entropy_codec(), "compress", spy)
+    monkeypatch.setattr(file_codec(tiny_audio_model.model), "compress", spy)
     result = compress_audio((x, rate), model=tiny_audio_model, device="cpu")
     header, payload = unpack_container(result.data)
     assert header.shape == (channels, n) and header.sample_rate == rate
     monkeypatch.undo()
-    decoded_indices = tiny_audio_model.entropy_codec().decompress(
+    decoded_indices = file_codec(tiny_audio_model.model).decompress(
         payload, channels, header.num_stages, header.latent_shape[1])
     assert torch.equal(decoded_indices, seen["indices"])
     clip = decompress_audio(result.data, model=tiny_audio_model, device="cpu")

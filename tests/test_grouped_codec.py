@@ -12,6 +12,7 @@ from vqcodec.coding.latent_codec import GroupedStageCodec
 from vqcodec.nn.grouped_rvq import GroupedResidualQuantizer, train_codebooks
 from vqcodec.nn.image_autoencoder import init_linear_path_from_pca
 from vqcodec.nn.image_model import VQImageModel
+from vqcodec.coding import latent_codec
 
 
 def _codec(net: VQImageModel) -> GroupedStageCodec:
@@ -36,7 +37,7 @@ def test_nll_matches_prior_forward(tiny_grouped_model, rng):
     indices = net.encode(x, None, 0.01)
     coded = _codec(net).compress(indices[0])
     with torch.no_grad():
-        forward_bits = -net.prior(indices, net.quantizer).sum().item()
+        forward_bits = -latent_codec(net).forward(indices).sum().item()
     assert coded.nll_bits == pytest.approx(forward_bits, rel=1e-4)
     assert coded.nll_bits <= coded.payload_bits <= coded.nll_bits * 1.02 + 64
 

@@ -17,6 +17,7 @@ from vqcodec.cli.main import cli
 from vqcodec.eval import rd
 from vqcodec.pipelines.image import image_to_tensor, compress_image, decompress_image
 from vqcodec.eval.rd import NamedImage, bd_rate, bd_rate_details
+from vqcodec.coding import latent_codec
 
 COMPRESSAI_KEYS = {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"}
 OUR_KEYS = {"nll-bpp", "mse", "payload-bpp", "file-bpp", "quality", "stages"}
@@ -68,7 +69,7 @@ def test_nll_is_the_priors_sum_and_the_entropy_coders(tiny_model, images, evalua
         x = image_to_tensor(im.array, net.config.stride, torch.device("cpu"))
         with torch.no_grad():
             indices = net.encode(x)
-            log2p = net.prior(indices, net.quantizer)
+            log2p = latent_codec(net).forward(indices)
         for q, n in zip(range(1, 5), tiny_model.qualities):
             want = float(-log2p[:, :n].double().sum())
             r = found[q, im.name]
@@ -95,7 +96,7 @@ def test_batched_nll_without_actual(tiny_model, images):
     x = image_to_tensor(im.array, net.config.stride, torch.device("cpu"))
     with torch.no_grad():
         indices = net.encode(x)
-        want = float(-net.prior(indices, net.quantizer)[:, :1].double().sum())
+        want = float(-latent_codec(net).forward(indices)[:, :1].double().sum())
     assert one[1, im.name].nll_bpp * im.pixels == pytest.approx(want, rel=1e-6)
 
 

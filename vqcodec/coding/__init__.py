@@ -1,0 +1,41 @@
+"""Entropy coding: count tables and the range coder (`entropy`), context schedules
+(`context`), and one latent codec per kind of latent, each with `forward` (log2-likelihoods for
+training), `compress` and `decompress` (as CompressAI's latent codecs).
+
+`latent_codec(net)` is the codec over a model's own prior (for training and evaluation, on the
+model's device); `file_codec(net)` is the one that writes and reads files: always on the CPU,
+so a file made with `--device cuda` decodes on a CPU.
+"""
+from __future__ import annotations
+
+import copy
+import weakref
+
+from torch import nn
+
+from .frame_codec import FrameByFrameCodec
+from .latent_codec import GroupedStageCodec, StageByStageCodec
+
+__all__ = ["latent_codec", "file_codec", "FrameByFrameCodec", "StageByStageCodec",
+           "GroupedStageCodec"]
+
+# Keyed weakly by the model, so a codec lives as long as its model and no longer.
+_FILE_CODECS: "weakref.WeakKeyDictionary[nn.Module, object]" = weakref.WeakKeyDictionary()
+
+
+def latent_codec(net: nn.Module):
+    """The latent codec over `net`'s prior (and quantizer), sharing its weights."""
+    if net.kind == "audio":
+        return FrameByFrameCodec(prior=net.prior)
+    if net.config.num_groups:
+        return GroupedStageCodec(prior=net.prior, quantizer=net.quantizer)
+    return StageByStageCodec(prior=net.prior, quantizer=net.quantizer)
+
+
+def file_codec(net: nn.Module):
+    """The codec that writes and reads `net`'s files (on the CPU, cached per model)."""
+    codec = _FILE_CODECS.get(net)
+    if codec is None:
+        cpu_net = net if next(net.parameters()).device.type == "cpu" else copy.deepcopy(net).cpu()
+        codec = _FILE_CODECS[net] = latent_codec(cpu_net)
+    return codec

@@ -52,6 +52,11 @@ class FrameByFrameCodec:
                 prior.push(stream, found)
         return indices
 
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        """Training/evaluation: log2-likelihoods [B, S', F] of indices [B, S', F]
+        (F <= the prior's context), all frames in parallel (teacher forcing)."""
+        return self.prior(indices)
+
     def compress(self, indices: torch.Tensor) -> CompressedIndices:
         """Code indices [C, S', F]."""
         encoder = IndexEncoder()

@@ -10,8 +10,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
+import math
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .context import pass_masks
 from ..nn.grouped_rvq import GroupedResidualQuantizer
@@ -101,6 +104,37 @@ class StageByStageCodec:
             coarse = coarse + codes
         return indices
 
+    def forward(self, indices: torch.Tensor, stages: torch.Tensor | None = None) -> torch.Tensor:
+        """Training/evaluation: log2-likelihoods (in bits, <= 0) of the given indices, all
+        positions of a pass at once (teacher forcing), in a differentiable form.
+
+        Args:
+            indices: [B, S', H, W].
+            stages: optional subset of stage numbers to evaluate (default: all S').
+        Returns:
+            [B, len(stages), H, W] log2 p(index).
+        """
+        b, s_total, h, w = indices.shape
+        stages = torch.arange(s_total) if stages is None else stages
+        cumulative = self.quantizer.cumulative(indices)  # [B, S', D, H, W]
+        books = torch.stack([vq.codebook for vq in self.quantizer.stages])  # [S, K, D]
+        out = torch.zeros(b, len(stages), h, w, device=indices.device)
+        masks = [m.to(indices.device) for m in pass_masks(self.prior.schedule, h, w)]
+        n = len(stages)
+        st = stages.to(indices.device).repeat(b)  # item (i, j) -> stages[j]
+        coarse = cumulative[:, stages].reshape(b * n, -1, h, w)
+        idx = indices[:, stages].reshape(b * n, h, w)
+        codes = torch.stack([F.embedding(idx[i], books[st[i]]) for i in range(b * n)])
+        codes = codes.permute(0, 3, 1, 2)  # [B*n, D, H, W]
+        seen = torch.zeros(h, w, dtype=torch.bool, device=indices.device)
+        for m in masks:
+            vis = seen.to(codes.dtype)[None, None]
+            logits = self.prior.logits(coarse, codes * vis, vis.expand(b * n, 1, h, w), st)
+            logp = torch.log_softmax(logits, -1).gather(-1, idx[..., None])[..., 0]
+            out.view(b * n, h, w)[:, m] = logp[:, m] / torch.log(torch.tensor(2.0))
+            seen = seen | m
+        return out
+
     def compress(self, indices: torch.Tensor) -> CompressedIndices:
         """Code indices (the quantizer's layout: [S', H, W] here, [R', G, H, W] grouped)."""
         encoder = IndexEncoder()
@@ -152,6 +186,38 @@ class GroupedStageCodec(StageByStageCodec):
 
     def _from_walk_layout(self, indices: torch.Tensor) -> torch.Tensor:
         return indices.permute(0, 3, 1, 2)
+
+    def forward(self, indices: torch.Tensor, stages: torch.Tensor | None = None) -> torch.Tensor:
+        """Log2-likelihoods [B, len(stages), G, H, W] of indices [B, R', G, H, W]."""
+        b, s_total, g, h, w = indices.shape
+        stages = torch.arange(s_total) if stages is None else stages
+        cumulative = self.quantizer.cumulative(indices)  # [B, R', D, H, W]
+        out = torch.zeros(b, len(stages), g, h, w, device=indices.device)
+        masks = [m.to(indices.device) for m in pass_masks(self.prior.schedule, h, w)]
+        n = len(stages)
+        st = stages.to(indices.device).repeat(b)  # item (i, j) -> stages[j]
+        coarse = cumulative[:, stages].reshape(b * n, -1, h, w)
+        idx = indices[:, stages].reshape(b * n, g, h, w)
+        codes = torch.cat([self.quantizer.stage_codewords(int(st[i]), idx[i:i + 1])
+                           for i in range(b * n)])
+        target = idx.permute(0, 2, 3, 1)  # [B*n, H, W, G]
+        books, bias = self.prior.code_embedding[st], self.prior.code_bias[st]  # [B*n, G, K, F], [B*n, G, K]
+        seen = torch.zeros(h, w, dtype=torch.bool, device=indices.device)
+        for m in masks:
+            vis = seen.to(codes.dtype)[None, None]
+            features = self.prior.features(coarse, codes * vis, vis.expand(b * n, 1, h, w), st)
+            # Score only the pass's positions, a few items at a time: the full logits of a
+            # large image (positions x groups x codes) would take gigabytes.
+            features = features[:, m].reshape(b * n, -1, g, books.shape[-1])
+            logp = []
+            for i in range(0, b * n, 4):
+                logits = (torch.einsum("bngf,bgkf->bngk", features[i:i + 4], books[i:i + 4])
+                          + bias[i:i + 4, None])
+                logp.append(torch.log_softmax(logits, -1)
+                            .gather(-1, target[i:i + 4][:, m][..., None])[..., 0])
+            out.view(b * n, g, h, w).permute(0, 2, 3, 1)[:, m] = torch.cat(logp) / math.log(2.0)
+            seen = seen | m
+        return out
 
     def _codewords(self, stage: int, found: torch.Tensor) -> torch.Tensor:
         return self.quantizer.lookup(stage, found).reshape(len(found), self.quantizer.dim)

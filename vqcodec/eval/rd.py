@@ -39,6 +39,7 @@ import torch
 from ..zoo.registry import LoadedModel
 from ..pipelines.image import image_to_tensor, compress_image, decompress_image
 from ..io.image import InputError, load_image
+from ..coding import latent_codec
 
 __all__ = [
     "BASELINE_NAMES", "COMPRESSAI_KEYS", "DEFAULT_BASELINE_QUALITIES", "IMAGE_SUFFIXES",
@@ -435,7 +436,7 @@ def evaluate_model(loaded: LoadedModel, images: Sequence[NamedImage], *,
             coded, cum_bits = {}, {}
             for lam, max_stages in by_lambda.items():
                 coded[lam] = net.encode(x, max_stages, lam)
-                log2p = net.prior(coded[lam], net.quantizer)  # [B, S, (G,) h', w']
+                log2p = latent_codec(net).forward(coded[lam])  # [B, S, (G,) h', w']
                 stage_bits = -log2p.double().flatten(2).sum(2)
                 # [B, S]: NLL of the first n stages
                 cum_bits[lam] = stage_bits.cumsum(1).cpu().numpy()

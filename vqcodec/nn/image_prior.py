@@ -8,15 +8,10 @@ of its own.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..coding.context import pass_masks
-from .grouped_rvq import GroupedResidualQuantizer
-from .rvq import ResidualQuantizer
 
 
 class _Block(nn.Module):
@@ -77,39 +72,6 @@ class StagePrior(nn.Module):
         h = h + self.stage_embedding(stages)[:, :, None, None]
         return self.head(F.leaky_relu(self.blocks(h), 0.2)).permute(0, 2, 3, 1)
 
-    def forward(self, indices: torch.Tensor, quantizer: ResidualQuantizer,
-                stages: torch.Tensor | None = None) -> torch.Tensor:
-        """Training/evaluation: log2-likelihoods (in bits, <= 0) of the given indices.
-
-        Args:
-            indices: [B, S', H, W].
-            quantizer: the model's residual quantizer (provides codebooks).
-            stages: optional subset of stage numbers to evaluate (default: all S').
-        Returns:
-            [B, len(stages), H, W] log2 p(index).
-        """
-        b, s_total, h, w = indices.shape
-        stages = torch.arange(s_total) if stages is None else stages
-        cumulative = quantizer.cumulative(indices)  # [B, S', D, H, W]
-        books = torch.stack([vq.codebook for vq in quantizer.stages])  # [S, K, D]
-        out = torch.zeros(b, len(stages), h, w, device=indices.device)
-        masks = [m.to(indices.device) for m in pass_masks(self.schedule, h, w)]
-        n = len(stages)
-        st = stages.to(indices.device).repeat(b)  # item (i, j) -> stages[j]
-        coarse = cumulative[:, stages].reshape(b * n, -1, h, w)
-        idx = indices[:, stages].reshape(b * n, h, w)
-        codes = torch.stack([F.embedding(idx[i], books[st[i]]) for i in range(b * n)])
-        codes = codes.permute(0, 3, 1, 2)  # [B*n, D, H, W]
-        seen = torch.zeros(h, w, dtype=torch.bool, device=indices.device)
-        for m in masks:
-            vis = seen.to(codes.dtype)[None, None]
-            logits = self.logits(coarse, codes * vis, vis.expand(b * n, 1, h, w), st)
-            logp = torch.log_softmax(logits, -1).gather(-1, idx[..., None])[..., 0]
-            out.view(b * n, h, w)[:, m] = logp[:, m] / torch.log(torch.tensor(2.0))
-            seen = seen | m
-        return out
-
-
 class GroupedStagePrior(StagePrior):
     """`StagePrior` for a `GroupedResidualQuantizer`: one network pass per round and context
     pass gives a table for every group at every position of the pass. Groups of one position
@@ -139,36 +101,3 @@ class GroupedStagePrior(StagePrior):
         features = features.reshape(b, h, w, self.num_groups, -1)
         logits = torch.einsum("bhwgf,bgkf->bhwgk", features, self.code_embedding[stages])
         return logits + self.code_bias[stages][:, None, None]
-
-    def forward(self, indices: torch.Tensor, quantizer: GroupedResidualQuantizer,
-                stages: torch.Tensor | None = None) -> torch.Tensor:
-        """Log2-likelihoods [B, len(stages), G, H, W] of indices [B, R', G, H, W]."""
-        b, s_total, g, h, w = indices.shape
-        stages = torch.arange(s_total) if stages is None else stages
-        cumulative = quantizer.cumulative(indices)  # [B, R', D, H, W]
-        out = torch.zeros(b, len(stages), g, h, w, device=indices.device)
-        masks = [m.to(indices.device) for m in pass_masks(self.schedule, h, w)]
-        n = len(stages)
-        st = stages.to(indices.device).repeat(b)  # item (i, j) -> stages[j]
-        coarse = cumulative[:, stages].reshape(b * n, -1, h, w)
-        idx = indices[:, stages].reshape(b * n, g, h, w)
-        codes = torch.cat([quantizer.stage_codewords(int(st[i]), idx[i:i + 1])
-                           for i in range(b * n)])
-        target = idx.permute(0, 2, 3, 1)  # [B*n, H, W, G]
-        books, bias = self.code_embedding[st], self.code_bias[st]  # [B*n, G, K, F], [B*n, G, K]
-        seen = torch.zeros(h, w, dtype=torch.bool, device=indices.device)
-        for m in masks:
-            vis = seen.to(codes.dtype)[None, None]
-            features = self.features(coarse, codes * vis, vis.expand(b * n, 1, h, w), st)
-            # Score only the pass's positions, a few items at a time: the full logits of a
-            # large image (positions x groups x codes) would take gigabytes.
-            features = features[:, m].reshape(b * n, -1, g, books.shape[-1])
-            logp = []
-            for i in range(0, b * n, 4):
-                logits = (torch.einsum("bngf,bgkf->bngk", features[i:i + 4], books[i:i + 4])
-                          + bias[i:i + 4, None])
-                logp.append(torch.log_softmax(logits, -1)
-                            .gather(-1, target[i:i + 4][:, m][..., None])[..., 0])
-            out.view(b * n, g, h, w).permute(0, 2, 3, 1)[:, m] = torch.cat(logp) / math.log(2.0)
-            seen = seen | m
-        return out

@@ -20,6 +20,7 @@ from ..io.audio import (MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioCli
                        resample)
 from ..format import ContainerHeader, MediaType, pack_container, unpack_container
 from ..device import resolve_device
+from ..coding import file_codec
 
 WINDOW_SECONDS = 30.0
 MARGIN_FRAMES = 16  # beyond the encoder's and decoder's receptive fields (checked by tests)
@@ -135,7 +136,7 @@ def compress_audio(audio: AudioClip | tuple[np.ndarray, int], *,
         x = model_input(samples, clip.sample_rate, net)
         channels.append(encode_channel(net, x.to(dev), stages).cpu())
     indices = torch.stack(channels)  # [C, S', F]
-    coded = loaded.entropy_codec().compress(indices)
+    coded = file_codec(loaded.model).compress(indices)
     header = ContainerHeader(
         media_type=MediaType.AUDIO, model_id=loaded.name, weights_hash=loaded.weights_hash,
         num_stages=stages, shape=(clip.channels, clip.num_samples),
@@ -180,7 +181,7 @@ def decompress_audio(data: bytes, *, model: str | LoadedModel | None = None,
             or header.num_stages > net.config.num_stages):
         raise ModelError("inconsistent .vqc header: shape, frames or stages do not fit the model")
     try:
-        indices = loaded.entropy_codec().decompress(payload, channels, header.num_stages, frames)
+        indices = file_codec(loaded.model).decompress(payload, channels, header.num_stages, frames)
     except Exception as e:  # constriction reports a stream that does not fit as AssertionError
         raise ModelError(f"corrupted .vqc payload ({type(e).__name__})") from None
     out = []

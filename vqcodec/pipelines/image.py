@@ -19,6 +19,7 @@ from ..zoo.registry import (DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_m
 from ..format import ContainerHeader, MediaType, pack_container, unpack_container
 from ..device import resolve_device
 from ..io.image import as_image_array
+from ..coding import file_codec
 
 
 @dataclass
@@ -83,7 +84,7 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
         loaded.default_quality if quality is None else quality)
     x = image_to_tensor(array, net.config.stride, dev)
     indices = net.encode(x, stages, rd_lambda)[0].cpu()
-    coded = loaded.entropy_codec().compress(indices)
+    coded = file_codec(loaded.model).compress(indices)
     header = ContainerHeader(
         media_type=MediaType.IMAGE, model_id=loaded.name, weights_hash=loaded.weights_hash,
         num_stages=stages, shape=(channels, height, width), sample_rate=0,
@@ -116,7 +117,7 @@ def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
             or header.num_stages > net.config.num_stages):
         raise ModelError("inconsistent .vqc header: shape, latent grid or stages do not fit the model")
     try:
-        indices = loaded.entropy_codec().decompress(payload, header.num_stages, *expected)
+        indices = file_codec(loaded.model).decompress(payload, header.num_stages, *expected)
     except Exception as e:  # constriction reports a stream that does not fit as AssertionError
         raise ModelError(f"corrupted .vqc payload ({type(e).__name__})") from None
     return _to_array(net.decode(indices[None].to(dev)), channels, height, width)

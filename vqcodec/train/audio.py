@@ -19,6 +19,7 @@ import torchaudio
 
 from ..nn.audio_model import AudioModelConfig, VQAudioModel
 from .loop import run_steps
+from ..coding import latent_codec
 
 SHARED_AUDIO = "../shared/data/audio"
 
@@ -298,7 +299,7 @@ def train_audio_prior(*, run: str, config: AudioModelConfig, train: list[Path], 
         with torch.no_grad():
             for n in (2, 4, 8, 16):
                 if n <= s_total:
-                    bits = torch.cat([-model.prior(data["val"][i:i + 8, :n].long()).sum((1, 2))
+                    bits = torch.cat([-latent_codec(model).forward(data["val"][i:i + 8, :n].long()).sum((1, 2))
                                       for i in range(0, len(data["val"]), 8)])
                     per_frame = bits.sum().item() / (len(data["val"]) * config.prior_context)
                     kbps = per_frame * config.autoencoder.frame_rate / 1000
@@ -310,7 +311,7 @@ def train_audio_prior(*, run: str, config: AudioModelConfig, train: list[Path], 
     def take_step() -> float:
         pick = torch.randint(0, len(data["train"]), (batch,), generator=rng)
         n = int(torch.randint(1, s_total + 1, (1,), generator=rng))
-        bits = -model.prior(data["train"][pick, :n].long()).mean()
+        bits = -latent_codec(model).forward(data["train"][pick, :n].long()).mean()
         opt.zero_grad(set_to_none=True)
         bits.backward()
         torch.nn.utils.clip_grad_norm_(model.prior.parameters(), 1.0)

@@ -21,6 +21,7 @@ from ..nn.grouped_rvq import train_codebooks
 from ..nn.image_autoencoder import init_linear_path_from_pca
 from ..nn.image_model import ImageModelConfig, VQImageModel
 from .loop import run_steps
+from ..coding import latent_codec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -225,7 +226,7 @@ def prior_bits_per_stage(model: VQImageModel, indices: torch.Tensor, batch: int 
     total = torch.zeros(indices.shape[1])
     with torch.no_grad():
         for start in range(0, len(indices), batch):
-            lp = model.prior(indices[start:start + batch].long(), model.quantizer)
+            lp = latent_codec(model).forward(indices[start:start + batch].long())
             total += -lp.sum([d for d in range(lp.dim()) if d != 1])  # all groups of a stage
     return total / (indices.shape[0] * indices.shape[-2] * indices.shape[-1])
 
@@ -310,7 +311,7 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
         pick = torch.randint(0, len(data["train"]), (batch,), generator=rng)
         idx = data["train"][pick].long()
         stages = torch.randperm(s_total, generator=rng)[:min(stages_per_step, s_total)].sort().values
-        bits = -model.prior(idx, model.quantizer, stages).mean()
+        bits = -latent_codec(model).forward(idx, stages).mean()
         opt.zero_grad(set_to_none=True)
         bits.backward()
         torch.nn.utils.clip_grad_norm_(model.prior.parameters(), 1.0)

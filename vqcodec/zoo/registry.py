@@ -6,7 +6,6 @@ name, kind, config and rate settings (`qualities[q - 1]` = stages coded at quali
 """
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,27 +40,6 @@ class LoadedModel:
     qualities: list  # per quality: stages, or [stages, rd_lambda]
     default_quality: int
     training: dict = field(default_factory=dict)  # steps and CPU seconds, when recorded
-
-    _codec: object = None
-
-    def entropy_codec(self):
-        """The latent codec, always on the CPU: the prior's tables must be bit-identical
-        wherever a file is decoded, and CPU float results do not depend on whether the
-        autoencoder ran on a GPU. (The priors are small: they work on the latent grid.)"""
-        if self._codec is None:
-            net = self.model
-            if next(net.parameters()).device.type != "cpu":
-                net = copy.deepcopy(net).cpu()
-            if self.kind == "audio":
-                from ..coding.frame_codec import FrameByFrameCodec
-                self._codec = FrameByFrameCodec(prior=net.prior)
-            elif net.config.num_groups:
-                from ..coding.latent_codec import GroupedStageCodec
-                self._codec = GroupedStageCodec(prior=net.prior, quantizer=net.quantizer)
-            else:
-                from ..coding.latent_codec import StageByStageCodec
-                self._codec = StageByStageCodec(prior=net.prior, quantizer=net.quantizer)
-        return self._codec
 
     def require_kind(self, kind: str) -> None:
         if self.kind != kind:
