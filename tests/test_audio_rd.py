@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from vqcodec.cli.main import cli
+from vqcodec.errors import InputError
 from vqcodec.eval import audio_rd
+from vqcodec.io import media
 from vqcodec.pipelines.audio import compress_audio, decompress_audio
 from vqcodec.eval.opus import opus_available
 from vqcodec.zoo import registry
@@ -184,13 +186,13 @@ def test_audio_baseline_names(monkeypatch):
 
 
 def test_folder_kind(tmp_path, folder):
-    assert audio_rd.folder_kind(folder) == "audio"
-    assert audio_rd.folder_kind(folder / "a.wav") == "audio"
+    assert media.folder_kind(folder) == "audio"
+    assert media.folder_kind(folder / "a.wav") == "audio"
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
-    assert audio_rd.folder_kind(tmp_path) == "image"
+    assert media.folder_kind(tmp_path) == "image"
     (tmp_path / "y.wav").write_bytes((folder / "a.wav").read_bytes())
-    with pytest.raises(audio_rd.RDError, match="both images"):
-        audio_rd.folder_kind(tmp_path)
+    with pytest.raises(InputError, match="both images"):
+        media.folder_kind(tmp_path)
 
 
 # --- the command -----------------------------------------------------------------------------

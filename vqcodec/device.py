@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import torch
-
-
-class DeviceError(ValueError):
-    pass
+from .errors import DeviceError
 
 
 def resolve_device(name: str = "auto") -> torch.device:

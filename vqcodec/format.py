@@ -19,6 +19,7 @@ import operator
 import struct
 import zlib
 from dataclasses import dataclass
+from .errors import ContainerError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -47,10 +48,6 @@ MAX_LATENT_NDIM = 3
 _U8 = struct.Struct("<B")
 _U32 = struct.Struct("<I")
 _CRC_SIZE = _U32.size
-
-
-class ContainerError(ValueError):
-    """Raised for anything that is not a valid `.vqc` container (one-line, user-facing message)."""
 
 
 class MediaType(enum.IntEnum):

@@ -1,56 +1,13 @@
 """`vqcodec` command line: compress, decompress, info, train."""
 from __future__ import annotations
 
-import functools
-import sys
-from pathlib import Path
-
 import click
 
-from ..format import ContainerError, read_header
-from ..device import DeviceError
-from ..io.image import InputError
-from ..zoo.registry import ModelError
+from ..errors import InputError
+from ..format import read_header
+from .options import device_option, model_option, read_input, user_errors
 from .rd_curve import rd_curve
 from .train import train
-
-USER_ERRORS = (InputError, ContainerError, ModelError, DeviceError)
-
-
-def user_errors(func):
-    """Turn expected failures into one line on stderr and exit status 1 (no traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except USER_ERRORS as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
-        except OSError as e:
-            click.echo(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper
-
-
-def read_input(path: str) -> bytes:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"no such file: {path}")
-    if p.is_dir():
-        raise InputError(f"is a folder, not a file: {path}")
-    return p.read_bytes()
-
-
-device_option = click.option("--device", default="auto", show_default=True,
-                             type=click.Choice(["auto", "cpu", "cuda"]),
-                             help="Where the networks run.")
-model_option = click.option("--model", default=None,
-                            help="Shipped model name or path to a .safetensors model file.")
 
 
 @click.group()
@@ -76,7 +33,7 @@ def compress(input_path: str, output_path: str, quality: int | None, bitrate: fl
     The kind is chosen from INPUT's suffix; --model overrides the default model of that kind.
     """
     from ..io.atomic import write_atomically
-    from ..io.audio import is_audio_path
+    from ..io.media import is_audio_path
 
     if is_audio_path(input_path):
         if quality is not None:

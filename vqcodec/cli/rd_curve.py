@@ -3,37 +3,17 @@ published results, in CompressAI's JSON format, CSV, plots and a BD-rate table; 
 (`codec.audio_rd`) the model's bitrates against Opus."""
 from __future__ import annotations
 
-import functools
 import re
 import sys
 from pathlib import Path
 
 import click
 
+from .options import device_option, user_errors
+
 BD_NOTE = ("Bjøntegaard delta rate (cubic fit of log-rate over PSNR, integrated over the "
            "overlapping PSNR range; piecewise-linear when a curve has < 4 points); negative: "
            "{model} needs fewer bits than the anchor at equal PSNR")
-
-
-def _errors(func):
-    """One-line errors through `main.user_errors` (imported late: main imports this module),
-    with this command's own `RDError` shown the same way."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from ..io.image import InputError
-        from ..eval.rd import RDError
-        from .main import user_errors
-
-        def run():
-            try:
-                return func(*args, **kwargs)
-            except RDError as e:
-                raise InputError(str(e)) from None
-
-        return user_errors(run)()
-
-    return wrapper
 
 
 def _int_list(text: str, option: str, low: int, high: int | None = None) -> list[int]:
@@ -153,8 +133,7 @@ def _explicit(name: str) -> bool:
 @click.option("--model", default=None,
               help="Shipped model name or path to a .safetensors model file [default: the "
                    "default image model, or the default audio model when DIR holds audio].")
-@click.option("--device", default="auto", show_default=True,
-              type=click.Choice(["auto", "cpu", "cuda"]), help="Where the networks run.")
+@device_option
 @click.option("--qualities", default=None,
               help="Comma list of the model's qualities (rate settings 1..N; for audio its "
                    "bitrates, lowest first) to measure [default: all].")
@@ -181,7 +160,7 @@ def _explicit(name: str) -> bool:
 @click.option("--plots/--no-plots", default=True, show_default=True,
               help="Write rd-psnr.png and rd-msssim.png (images) or rd-sisnr.png and "
                    "rd-mel.png (audio); needs matplotlib.")
-@_errors
+@user_errors
 def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
              batch_size: int, actual: bool, baselines: str | None, baseline_qualities: str,
              baseline_bitrates: str | None, reference: str | None, out: str | None,
@@ -208,7 +187,7 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
         raise rd.RDError(f"--batch-size must be at least 1, got {batch_size}")
     dev = resolve_device(device)
     if model is None:
-        from ..eval.audio_rd import folder_kind
+        from ..io.media import folder_kind
         audio = folder_kind(folder) == "audio"
         loaded = load_model(DEFAULT_AUDIO_MODEL if audio else DEFAULT_IMAGE_MODEL, device=dev)
     else:

@@ -117,9 +117,9 @@ def image_prior(run, train_paths, val_path, minutes, lr) -> None:
 def _audio_files(train_paths, val_paths):
     from ..train.audio import default_audio_split
     train_files, val_files = default_audio_split()
+    from ..io.media import list_media
     expand = lambda paths: [f for p in paths for f in (  # noqa: E731
-        sorted(q for q in Path(p).rglob("*") if q.is_file() and q.suffix.lower() in
-               {".wav", ".flac", ".ogg"}) if Path(p).is_dir() else [Path(p)])]
+        list_media(p, "audio", recursive=True) if Path(p).is_dir() else [Path(p)])]
     return (expand(train_paths) or train_files), (expand(val_paths) or val_files)
 
 

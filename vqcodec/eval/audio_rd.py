@@ -34,10 +34,11 @@ import torch
 from ..zoo.registry import LoadedModel
 from ..pipelines.audio import (compress_audio, decode_channel, decompress_audio, encode_channel,
                           model_input, model_output)
-from ..io.audio import AUDIO_EXTENSIONS, AudioClip, InputError, load_audio
+from ..io.audio import AudioClip, InputError, load_audio
+from ..io.media import folder_kind, list_media
 from .metrics import audio_mse, mel_distance, si_snr
 from .opus import BaselineError, opus_available, opus_roundtrip
-from .rd import (BASELINE_NAMES, IMAGE_SUFFIXES, ProgressCallback, RDCurve, RDError, _mean,
+from .rd import (BASELINE_NAMES, ProgressCallback, RDCurve, RDError, _mean,
                  _sync)
 
 __all__ = [
@@ -87,39 +88,6 @@ class NamedClip:
         return self.clip.seconds
 
 
-def _candidates(folder: Path, suffixes: frozenset[str]) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes)
-
-
-def folder_kind(folder: str | Path) -> str:
-    """Whether a folder (or single file) is measured as "image" or "audio", from the file
-    suffixes alone (nothing is opened).
-
-    Args:
-        folder: a folder, or one image or audio file.
-
-    Raises:
-        RDError: the folder does not exist, holds neither images nor audio files, or holds both
-            (the caller then needs the model's kind to choose).
-    """
-    folder = Path(folder)
-    if folder.is_file():
-        images = [folder] if folder.suffix.lower() in IMAGE_SUFFIXES else []
-        audio = [folder] if folder.suffix.lower() in AUDIO_EXTENSIONS else []
-    elif folder.is_dir():
-        images = _candidates(folder, IMAGE_SUFFIXES)
-        audio = _candidates(folder, AUDIO_EXTENSIONS)
-    else:
-        raise RDError(f"no such folder: {folder}")
-    if images and audio:
-        raise RDError(f"{folder} holds both images ({len(images)}) and audio files "
-                      f"({len(audio)}): pass --model to say which to measure")
-    if not images and not audio:
-        raise RDError(f"no images or audio files found in {folder}")
-    return "audio" if audio else "image"
-
-
 def find_clips(folder: str | Path) -> tuple[list[NamedClip], list[tuple[str, str]]]:
     """Load every audio file of a folder (not recursive), sorted by name.
 
@@ -139,7 +107,7 @@ def find_clips(folder: str | Path) -> tuple[list[NamedClip], list[tuple[str, str
     if folder.is_file():
         candidates = [folder]
     elif folder.is_dir():
-        candidates = _candidates(folder, AUDIO_EXTENSIONS)
+        candidates = list_media(folder, "audio")
     else:
         raise RDError(f"no such folder: {folder}")
     if not candidates:

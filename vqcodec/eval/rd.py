@@ -39,7 +39,9 @@ import torch
 from ..zoo.registry import LoadedModel
 from ..pipelines.image import image_to_tensor, compress_image, decompress_image
 from ..io.image import InputError, load_image
+from ..io.media import IMAGE_SUFFIXES, list_media
 from ..coding import latent_codec
+from ..errors import RDError
 
 __all__ = [
     "BASELINE_NAMES", "COMPRESSAI_KEYS", "DEFAULT_BASELINE_QUALITIES", "IMAGE_SUFFIXES",
@@ -52,9 +54,6 @@ __all__ = [
 MS_SSIM_MIN_SIDE = 161
 """Smallest short side (pixels) on which `pytorch_msssim.ms_ssim` is defined (> 10 * 2**4)."""
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm",
-                            ".pnm", ".webp", ".gif", ".avif", ".jxl"})
-"""File suffixes (lower case) taken as images when scanning a folder; other files are ignored."""
 
 BASELINE_NAMES = ("jpeg", "webp", "avif", "jpegxl")
 DEFAULT_BASELINE_QUALITIES = tuple(range(5, 100, 5))
@@ -64,10 +63,6 @@ MIN_MSE = 1e-10
 
 ProgressCallback = Callable[[int, str], None]
 """Called with (number of image-rate-point steps just finished, what is being measured)."""
-
-
-class RDError(ValueError):
-    """A user-facing, one-line failure of an RD evaluation (bad folder, option or dependency)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,9 +113,7 @@ def find_images(folder: str | Path) -> tuple[list[NamedImage], list[tuple[str, s
     if folder.is_file():
         candidates = [folder]
     elif folder.is_dir():
-        candidates = sorted(p for p in folder.iterdir()
-                            if p.is_file() and not p.name.startswith(".")
-                            and p.suffix.lower() in IMAGE_SUFFIXES)
+        candidates = list_media(folder, "image")
     else:
         raise RDError(f"no such folder: {folder}")
     if not candidates:

@@ -22,7 +22,8 @@ import torch
 import torchaudio
 
 from vqcodec.io.atomic import atomic_output
-from vqcodec.io.image import InputError, check_input_file
+from .image import InputError, check_input_file
+from .media import AUDIO_SUFFIXES, is_audio_path
 
 __all__ = [
     "AUDIO_EXTENSIONS", "MAX_CHANNELS", "MAX_SAMPLE_RATE", "MAX_SECONDS", "MIN_SAMPLE_RATE",
@@ -62,24 +63,7 @@ SAVE_EXTENSIONS = frozenset(_SAVE_FORMATS)
 """Suffixes `save_audio` writes (.ogg only where this libsndfile has Vorbis)."""
 
 
-def _readable_extensions() -> frozenset[str]:
-    """Suffixes of the common formats this machine's libsndfile can read."""
-    formats = sf.available_formats()
-    by_format = {
-        "WAV": (".wav",), "FLAC": (".flac",), "AIFF": (".aif", ".aiff"), "MP3": (".mp3",),
-    }
-    suffixes = {s for name, found in by_format.items() if name in formats for s in found}
-    if "OGG" in formats:
-        ogg = sf.available_subtypes("OGG")
-        if "VORBIS" in ogg:
-            suffixes |= {".ogg", ".oga"}
-        if "OPUS" in ogg:
-            suffixes.add(".opus")
-    return frozenset(suffixes)
-
-
-AUDIO_EXTENSIONS = _readable_extensions()
-"""File suffixes (lower case) taken as audio: the common ones this soundfile can read."""
+AUDIO_EXTENSIONS = AUDIO_SUFFIXES  # the one list lives in io/media.py
 
 # Peak beyond which a decoded file is refused rather than clipped: lossy decoders overshoot
 # full scale by a few dB on loud material, but a float file peaking above +6 dBFS was never
@@ -358,8 +342,3 @@ def save_audio(path: str | Path, clip_or_samples: AudioClip | np.ndarray,
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(f"cannot write {file_format} {subtype} audio at {rate} Hz, "
                          f"{samples.shape[0]} channels: {message}") from None
-
-
-def is_audio_path(path: str | Path) -> bool:
-    """Whether a path's suffix is one of `AUDIO_EXTENSIONS` (the file is not opened)."""
-    return Path(path).suffix.lower() in AUDIO_EXTENSIONS

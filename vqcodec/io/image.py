@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vqcodec.io.atomic import atomic_output
+from ..errors import InputError
 
 __all__ = ["MAX_PIXELS", "InputError", "as_image_array", "load_image", "save_image"]
 
@@ -46,10 +47,6 @@ _GRAY_MODES = {"1", "LA", "La"}
 
 # What PIL's decoders raise on malformed data once a format has been identified.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
-
-
-class InputError(ValueError):
-    """An input image that cannot be used (one-line, user-facing message)."""
 
 
 def _check_size(width: int, height: int, max_pixels: int | None) -> None:

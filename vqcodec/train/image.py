@@ -22,12 +22,12 @@ from ..nn.image_autoencoder import init_linear_path_from_pca
 from ..nn.image_model import ImageModelConfig, VQImageModel
 from .loop import run_steps
 from ..coding import latent_codec
+from ..io.media import list_media
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return list_media(folder, "image", recursive=True)
 
 
 def load_rgb(path: Path) -> torch.Tensor:

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from ..format import ContainerHeader, weights_hash
 from ..nn.audio_model import AudioModelConfig, VQAudioModel
 from ..nn.image_model import ImageModelConfig, VQImageModel
+from ..errors import ModelError
 
 WEIGHTS_DIR = Path(__file__).parent.parent / "models" / "weights"
 DEFAULT_IMAGE_MODEL = "vqimage-v3"
@@ -25,10 +26,6 @@ DEFAULT_AUDIO_MODEL = "vqaudio-v1"
 
 # kind (as written in a model file) -> (config class, model class)
 MODEL_KINDS = {"image": (ImageModelConfig, VQImageModel), "audio": (AudioModelConfig, VQAudioModel)}
-
-
-class ModelError(ValueError):
-    """A model that cannot be found or loaded (one-line message)."""
 
 
 @dataclass
