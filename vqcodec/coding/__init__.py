@@ -33,9 +33,19 @@ def latent_codec(net: nn.Module):
 
 
 def file_codec(net: nn.Module):
-    """The codec that writes and reads `net`'s files (on the CPU, cached per model)."""
+    """The codec that writes and reads `net`'s files (on the CPU, cached per model): over its
+    exact integer prior when it has one (portable files), else over its float prior."""
     codec = _FILE_CODECS.get(net)
     if codec is None:
         cpu_net = net if next(net.parameters()).device.type == "cpu" else copy.deepcopy(net).cpu()
-        codec = _FILE_CODECS[net] = latent_codec(cpu_net)
+        codec = _FILE_CODECS[net] = (latent_codec(cpu_net) if cpu_net.integer_prior is None
+                                     else _integer_codec(cpu_net))
     return codec
+
+
+def _integer_codec(net: nn.Module):
+    if net.kind == "audio":
+        from .frame_codec import IntegerFrameCodec
+        return IntegerFrameCodec(prior=net.integer_prior)
+    from .latent_codec import IntegerStageCodec
+    return IntegerStageCodec(prior=net.integer_prior, quantizer=net.quantizer)

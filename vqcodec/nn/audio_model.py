@@ -59,6 +59,9 @@ class VQAudioModel(nn.Module):
     def __init__(self, config: AudioModelConfig) -> None:
         super().__init__()
         self.config = config
+        # The exact integer prior that codes files, when the model file has one (set by
+        # the zoo or by `vqcodec train integerize`); `prior` stays the float one for training.
+        self.integer_prior: nn.Module | None = None
         self.encoder = AudioEncoder(config.autoencoder)
         self.decoder = AudioDecoder(config.autoencoder)
         self.quantizer = ResidualQuantizer(

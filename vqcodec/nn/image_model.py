@@ -76,6 +76,9 @@ class VQImageModel(nn.Module):
     def __init__(self, config: ImageModelConfig) -> None:
         super().__init__()
         self.config = config
+        # The exact integer prior that codes files, when the model file has one (set by
+        # the zoo or by `vqcodec train integerize`); `prior` stays the float one for training.
+        self.integer_prior: nn.Module | None = None
         self.encoder = ImageEncoder(config.autoencoder)
         self.decoder = ImageDecoder(config.autoencoder)
         dim = config.autoencoder.latent_dim

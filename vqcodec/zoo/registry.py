@@ -23,6 +23,7 @@ from ..errors import ModelError
 WEIGHTS_DIR = Path(__file__).parent.parent / "models" / "weights"
 DEFAULT_IMAGE_MODEL = "vqimage-v3"
 DEFAULT_AUDIO_MODEL = "vqaudio-v1"
+INTEGER_PREFIX = "integer_prior."  # tensor names of a model's integer prior in its file
 
 # kind (as written in a model file) -> (config class, model class)
 MODEL_KINDS = {"image": (ImageModelConfig, VQImageModel), "audio": (AudioModelConfig, VQAudioModel)}
@@ -62,13 +63,29 @@ def shipped_models() -> list[str]:
 def save_model(model: VQImageModel | VQAudioModel, path: str | Path, *, name: str,
                qualities: list, default_quality: int, half: bool = True,
                training: dict | None = None) -> None:
-    """Write weights (float16 when `half`, which halves the file) and metadata."""
+    """Write weights (float16 when `half`, which halves the file) and metadata. An integer
+    prior (`model.integer_prior`, see `nn/integer_prior.py`) is written exactly as it is: its
+    tensors hold integers and must not be rounded."""
+    integer = model.integer_prior
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
-               for k, v in model.state_dict().items()}
+               for k, v in model.state_dict().items() if not k.startswith(INTEGER_PREFIX)}
     meta = {"name": name, "kind": model.kind, "config": model.config.to_dict(),
             "qualities": qualities, "default_quality": default_quality,
             "training": training or {}}
+    if integer is not None:
+        tensors.update({INTEGER_PREFIX + k: v.contiguous().cpu()
+                        for k, v in integer.state_dict().items()})
+        meta["integer_prior"] = integer.config_dict()
     save_file(tensors, str(path), metadata={"vqcodec": json.dumps(meta)})
+
+
+def _integer_prior_class(kind: str):
+    """The integer (exact) prior class of a model kind (imported only for integer models)."""
+    if kind == "audio":
+        from ..nn.integer_frame_prior import IntegerFramePrior
+        return IntegerFramePrior
+    from ..nn.integer_prior import IntegerStagePrior
+    return IntegerStagePrior
 
 
 def resolve_model_path(name_or_path: str) -> Path:
@@ -103,7 +120,13 @@ def load_model(name_or_path: str = DEFAULT_IMAGE_MODEL, *,
         tensors = load_safetensors(raw)
         config_class, model_class = MODEL_KINDS[meta.get("kind", "image")]
         model = model_class(config_class.from_dict(meta["config"]))
-        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in tensors.items()})
+        if "integer_prior" in meta:
+            integer = _integer_prior_class(meta["kind"]).from_config(meta["integer_prior"])
+            integer.load_state_dict({k[len(INTEGER_PREFIX):]: v for k, v in tensors.items()
+                                     if k.startswith(INTEGER_PREFIX)})
+            model.integer_prior = integer
+        state = model.state_dict()
+        model.load_state_dict({k: v.to(state[k].dtype) for k, v in tensors.items()})
     except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError, OSError,
             UnicodeDecodeError) as e:
         raise ModelError(f"not a vqcodec model file: {path} ({type(e).__name__})") from None
