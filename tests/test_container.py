@@ -5,6 +5,7 @@ import struct
 import zlib
 
 import numpy as np
+import torch
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,10 +13,12 @@ from hypothesis import strategies as st
 from vqcodec.format import (
     FORMAT_VERSION,
     MAGIC,
+    FLAG_PORTABLE,
     ContainerError,
     ContainerHeader,
     MediaType,
     pack_container,
+    index_check,
     read_header,
     unpack_container,
     weights_hash,
@@ -29,6 +32,7 @@ IMAGE_HEADER = ContainerHeader(
     shape=(3, 480, 640),
     sample_rate=0,
     latent_shape=(60, 80),
+    index_check=0x1234_5678,
 )
 AUDIO_HEADER = ContainerHeader(
     media_type=MediaType.AUDIO,
@@ -38,6 +42,8 @@ AUDIO_HEADER = ContainerHeader(
     shape=(1, 24_000),
     sample_rate=24_000,
     latent_shape=(75,),
+    portable=True,
+    index_check=0xFFFF_FFFF,
 )
 SMALL = pack_container(IMAGE_HEADER, b"\x01\x02\x03\x04\x05")
 
@@ -57,8 +63,8 @@ def test_round_trip(header: ContainerHeader, payload: bytes) -> None:
 
 
 def test_documented_header_size() -> None:
-    # docs/format.md works this example through: 52 header bytes, payload, 4 CRC bytes.
-    assert len(pack_container(IMAGE_HEADER, b"xyz")) == 52 + 3 + 4
+    # docs/format.md works this example through: 57 header bytes, payload, 4 CRC bytes.
+    assert len(pack_container(IMAGE_HEADER, b"xyz")) == 57 + 3 + 4
 
 
 def test_weights_hash() -> None:
@@ -107,7 +113,8 @@ def test_every_truncation_is_refused() -> None:
         (MAGIC, "truncated .vqc file: header ends inside the format version"),
         (SMALL[:10], "truncated .vqc file: header ends inside the model id"),
         (SMALL[:-5], "truncated .vqc file: expected 5 payload bytes, found 4"),
-        (SMALL[:50], "truncated .vqc file: header ends inside the payload length"),
+        (SMALL[:50], "truncated .vqc file: header ends inside the index check"),
+        (SMALL[:55], "truncated .vqc file: header ends inside the payload length"),
         (SMALL[:-2], "truncated .vqc file: checksum missing"),
         (b"\x89PNG\r\n\x1a\n" + bytes(40), "not a .vqc file (bad magic)"),
         (b"x", "not a .vqc file (bad magic)"),
@@ -123,12 +130,12 @@ def test_error_messages(data: bytes, message: str) -> None:
 
 def test_unknown_version() -> None:
     data = MAGIC + bytes([7]) + SMALL[5:]
-    with pytest.raises(ContainerError, match=r"^unsupported \.vqc format version 7 \(this vqcodec reads version 1\)$"):
+    with pytest.raises(ContainerError, match=r"^unsupported \.vqc format version 7 \(this vqcodec reads versions 1, 2; a newer vqcodec may read it\)$"):
         unpack_container(data)
 
 
 def test_unknown_media_type_before_crc() -> None:
-    data = SMALL[:5] + bytes([9]) + SMALL[6:]
+    data = SMALL[:6] + bytes([9]) + SMALL[7:]  # after magic, version and flags
     with pytest.raises(ContainerError, match="^unknown media type 9 in .vqc header$"):
         unpack_container(data)
 
@@ -136,14 +143,14 @@ def test_unknown_media_type_before_crc() -> None:
 def test_bad_field_value_with_valid_crc() -> None:
     # A faulty writer: num_stages = 0 behind a correct CRC.
     body = bytearray(SMALL[:-4])
-    body[7 + len(IMAGE_HEADER.model_id) + 8] = 0
+    body[8 + len(IMAGE_HEADER.model_id) + 8] = 0
     with pytest.raises(ContainerError, match="^invalid .vqc header: num_stages must be 1 to 255, got 0$"):
         unpack_container(_with_crc(bytes(body)))
 
 
 def test_non_ascii_model_id_with_valid_crc() -> None:
     body = bytearray(SMALL[:-4])
-    body[7] = 0xE9
+    body[8] = 0xE9
     with pytest.raises(ContainerError, match="model id is not ASCII"):
         unpack_container(_with_crc(bytes(body)))
 
@@ -151,7 +158,7 @@ def test_non_ascii_model_id_with_valid_crc() -> None:
 def test_huge_declared_lengths_do_not_over_read() -> None:
     # ndim 255 and payload length 2**32-1 must fail on bounds, not allocate or index past the end.
     body = bytearray(SMALL[:-4])
-    body[7 + len(IMAGE_HEADER.model_id) + 9] = 255
+    body[8 + len(IMAGE_HEADER.model_id) + 9] = 255  # the ndim byte
     with pytest.raises(ContainerError, match="truncated"):
         unpack_container(bytes(body))
     head = pack_container(IMAGE_HEADER, b"")[:-8]
@@ -203,6 +210,8 @@ def test_fuzz_mutations(edits: list[tuple[int, int]]) -> None:
     rate=st.integers(1, 2**32 - 1),
     latent=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=3),
     payload=st.binary(max_size=64),
+    portable=st.booleans(),
+    check=st.integers(0, 2**32 - 1),
 )
 def test_fuzz_round_trip(
     media: MediaType,
@@ -213,6 +222,8 @@ def test_fuzz_round_trip(
     rate: int,
     latent: list[int],
     payload: bytes,
+    portable: bool,
+    check: int,
 ) -> None:
     header = ContainerHeader(
         media_type=media,
@@ -222,6 +233,8 @@ def test_fuzz_round_trip(
         shape=tuple(shape),
         sample_rate=0 if media is MediaType.IMAGE else rate,
         latent_shape=tuple(latent),
+        portable=portable,
+        index_check=check,
     )
     assert unpack_container(pack_container(header, payload)) == (header, payload)
 
@@ -268,6 +281,10 @@ _VALID = dict(
         {"sample_rate": -1},
         {"media_type": MediaType.AUDIO, "sample_rate": 0},
         {"media_type": MediaType.AUDIO, "sample_rate": 2**32},
+        {"portable": 1},
+        {"index_check": -1},
+        {"index_check": 2**32},
+        {"version": 3},
     ],
 )
 def test_invalid_header_fields(override: dict) -> None:
@@ -283,3 +300,52 @@ def test_header_is_frozen() -> None:
 def test_pack_rejects_non_header() -> None:
     with pytest.raises(TypeError):
         pack_container(object(), b"")  # type: ignore[arg-type]
+
+
+def _version_1_file(header: ContainerHeader, payload: bytes) -> bytes:
+    """A file as vqcodec 0.1 wrote it: no flags byte, no index check."""
+    model_id = header.model_id.encode()
+    body = b"".join([
+        MAGIC, bytes([1, header.media_type, len(model_id)]), model_id, header.weights_hash,
+        bytes([header.num_stages, len(header.shape)]),
+        *(struct.pack("<I", d) for d in header.shape), struct.pack("<I", header.sample_rate),
+        bytes([len(header.latent_shape)]), *(struct.pack("<I", d) for d in header.latent_shape),
+        struct.pack("<I", len(payload)), payload])
+    return _with_crc(body)
+
+
+def test_version_1_files_are_still_read() -> None:
+    data = _version_1_file(IMAGE_HEADER, b"abcd")
+    header, payload = unpack_container(data)
+    assert payload == b"abcd" and header.version == 1
+    assert header.index_check is None and header.portable is False
+    assert header.shape == IMAGE_HEADER.shape and header.model_id == IMAGE_HEADER.model_id
+
+
+def test_version_2_layout() -> None:
+    data = pack_container(AUDIO_HEADER, b"")
+    assert data[4] == 2 and data[5] == FLAG_PORTABLE  # version, then flags
+    assert read_header(data).portable and read_header(SMALL).portable is False
+
+
+def test_unknown_flags_and_versions_are_refused() -> None:
+    body = pack_container(IMAGE_HEADER, b"")[:-4]
+    with pytest.raises(ContainerError, match="unknown flags 0x02"):
+        unpack_container(_with_crc(body[:5] + b"\x02" + body[6:]))
+    with pytest.raises(ContainerError, match="unsupported .vqc format version 3"):
+        unpack_container(_with_crc(body[:4] + b"\x03" + body[5:]))
+
+
+def test_writing_needs_an_index_check() -> None:
+    header = ContainerHeader(**_VALID)
+    with pytest.raises(ContainerError, match="index check"):
+        pack_container(header, b"")
+
+
+def test_index_check_is_the_crc_of_int32_indices() -> None:
+    indices = np.arange(12, dtype=np.int64).reshape(3, 4)
+    assert index_check(indices) == zlib.crc32(indices.astype("<i4").tobytes())
+    assert index_check(torch.from_numpy(indices)) == index_check(indices)
+    changed = indices.copy()
+    changed[2, 3] += 1
+    assert index_check(changed) != index_check(indices)

@@ -1,12 +1,14 @@
 """The `.vqc` container: a small self-describing header, the entropy-coded payload, a CRC32.
 
 This module is the single place that knows the byte layout (documented in `docs/format.md`).
-Everything is little-endian:
+Everything is little-endian. Version 2 (written):
 
-    magic (4) | version u8 | media type u8 | model id length u8 | model id bytes
+    magic (4) | version u8 | flags u8 | media type u8 | model id length u8 | model id bytes
     | weights hash (8) | num_stages u8 | ndim u8 | shape dims u32 each | sample_rate u32
-    | latent ndim u8 | latent dims u32 each | payload length u32 | payload bytes
-    | CRC32 u32 (zlib.crc32 over everything before it)
+    | latent ndim u8 | latent dims u32 each | index check u32 | payload length u32
+    | payload bytes | CRC32 u32 (zlib.crc32 over everything before it)
+
+Version 1 (still read) has no flags byte and no index check.
 
 `unpack_container` treats its input as untrusted: it never indexes past the end of the data and
 raises nothing but `ContainerError`, whose message is one line meant for the user.
@@ -22,12 +24,15 @@ from dataclasses import dataclass
 from .errors import ContainerError
 
 __all__ = [
+    "FLAG_PORTABLE",
     "FORMAT_VERSION",
     "MAGIC",
+    "READABLE_VERSIONS",
     "ContainerError",
     "ContainerHeader",
     "MediaType",
     "pack_container",
+    "index_check",
     "read_header",
     "unpack_container",
     "weights_hash",
@@ -36,7 +41,11 @@ __all__ = [
 # The 0x89 byte (as in PNG) makes the magic non-ASCII, so text tools and transfers that
 # mangle 8-bit data are caught by the very first check.
 MAGIC = b"VQC\x89"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+FLAG_PORTABLE = 0x01  # tables come from an exact integer prior: decodes on any machine
+_KNOWN_FLAGS = FLAG_PORTABLE
 
 MAX_MODEL_ID_LENGTH = 64
 WEIGHTS_HASH_SIZE = 8
@@ -101,6 +110,11 @@ class ContainerHeader:
         sample_rate: audio sample rate in Hz (u32, > 0); must be 0 for images.
         latent_shape: shape of the index grid coded per stage, e.g. (h, w) for images or
             (frames,) for audio; 1..3 dimensions, each 0..2**32-1.
+        portable: the payload's tables come from an exact integer prior, so the file decodes
+            identically on every machine (flag bit 0).
+        index_check: CRC32 of the coded indices (see `index_check`), which the decoder compares
+            with what it decoded; None for version-1 files, which carry none.
+        version: the format version the header was read from (written files: the current).
     """
 
     media_type: MediaType
@@ -110,6 +124,9 @@ class ContainerHeader:
     shape: tuple[int, ...]
     sample_rate: int
     latent_shape: tuple[int, ...]
+    portable: bool = False
+    index_check: int | None = None
+    version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         # Frozen dataclass: normalise through object.__setattr__.
@@ -163,6 +180,31 @@ class ContainerHeader:
             raise ContainerError("sample_rate must be positive for audio")
         set_field(self, "sample_rate", sample_rate)
 
+        if not isinstance(self.portable, bool):
+            raise ContainerError(f"portable must be a bool, got {type(self.portable).__name__}")
+        if self.index_check is not None:
+            check = _as_int(self.index_check, "index check")
+            if not 0 <= check <= MAX_U32:
+                raise ContainerError(f"index check {check} out of range 0..{MAX_U32}")
+            set_field(self, "index_check", check)
+        if self.version not in READABLE_VERSIONS:
+            raise ContainerError(f"unsupported .vqc format version {self.version}")
+
+
+def index_check(indices) -> int:
+    """CRC32 of code indices as the file's index check: the indices as little-endian int32 in
+    C order of the codec's layout ([S', H, W] or [R', G, H, W] for images, [C, S', F] for
+    audio). A decoder that gets other indices than were coded (a corrupted payload, or tables
+    that differ from the encoder's) finds a mismatch instead of returning other output.
+
+    Args:
+        indices: an integer tensor or array.
+    """
+    import numpy as np
+
+    array = indices.cpu().numpy() if hasattr(indices, "cpu") else np.asarray(indices)
+    return zlib.crc32(np.ascontiguousarray(array, dtype="<i4").tobytes())
+
 
 def weights_hash(data: bytes) -> bytes:
     """Fingerprint of a model file: the first 8 bytes of its SHA-256.
@@ -176,9 +218,12 @@ def weights_hash(data: bytes) -> bytes:
 def _encode_header(header: ContainerHeader) -> bytes:
     """Header bytes up to and including the sample rate and latent shape (no payload length)."""
     model_id = header.model_id.encode("ascii")
+    if header.index_check is None:
+        raise ContainerError("a written .vqc file needs the index check of its indices")
     parts = [
         MAGIC,
         _U8.pack(FORMAT_VERSION),
+        _U8.pack(FLAG_PORTABLE if header.portable else 0),
         _U8.pack(header.media_type),
         _U8.pack(len(model_id)),
         model_id,
@@ -189,6 +234,7 @@ def _encode_header(header: ContainerHeader) -> bytes:
         _U32.pack(header.sample_rate),
         _U8.pack(len(header.latent_shape)),
         *(_U32.pack(d) for d in header.latent_shape),
+        _U32.pack(header.index_check),
     ]
     return b"".join(parts)
 
@@ -269,10 +315,12 @@ def unpack_container(data: bytes) -> tuple[ContainerHeader, bytes]:
     reader = _Reader(data)
     reader.take(len(MAGIC), "magic")
     version = reader.u8("format version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ContainerError(
-            f"unsupported .vqc format version {version} (this vqcodec reads version {FORMAT_VERSION})"
+            f"unsupported .vqc format version {version} (this vqcodec reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}; a newer vqcodec may read it)"
         )
+    flags = reader.u8("flags") if version >= 2 else 0
 
     media_type = reader.u8("media type")
     model_id_len = reader.u8("model id length")
@@ -284,6 +332,7 @@ def unpack_container(data: bytes) -> tuple[ContainerHeader, bytes]:
     sample_rate = reader.u32("sample rate")
     latent_ndim = reader.u8("latent shape")
     latent_shape = tuple(reader.u32("latent shape") for _ in range(latent_ndim))
+    check = reader.u32("index check") if version >= 2 else None
     payload_len = reader.u32("payload length")
 
     if media_type not in MediaType._value2member_map_:
@@ -306,6 +355,8 @@ def unpack_container(data: bytes) -> tuple[ContainerHeader, bytes]:
         raise ContainerError("corrupted .vqc file (CRC mismatch)")
 
     # The bytes are intact; a bad value past this point comes from a faulty writer.
+    if flags & ~_KNOWN_FLAGS:
+        raise ContainerError(f"invalid .vqc header: unknown flags 0x{flags:02x}")
     try:
         model_id = model_id_raw.decode("ascii")
     except UnicodeDecodeError:
@@ -319,6 +370,9 @@ def unpack_container(data: bytes) -> tuple[ContainerHeader, bytes]:
             shape=shape,
             sample_rate=sample_rate,
             latent_shape=latent_shape,
+            portable=bool(flags & FLAG_PORTABLE),
+            index_check=check,
+            version=version,
         )
     except ContainerError as exc:
         raise ContainerError(f"invalid .vqc header: {exc}") from None

@@ -20,7 +20,7 @@ from ..io.audio import (MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioCli
                        resample)
 from ..format import ContainerHeader, MediaType, pack_container, unpack_container
 from ..device import resolve_device
-from ..coding import file_codec
+from .file import decode_indices, encode_indices
 
 WINDOW_SECONDS = 30.0
 MARGIN_FRAMES = 16  # beyond the encoder's and decoder's receptive fields (checked by tests)
@@ -136,11 +136,12 @@ def compress_audio(audio: AudioClip | tuple[np.ndarray, int], *,
         x = model_input(samples, clip.sample_rate, net)
         channels.append(encode_channel(net, x.to(dev), stages).cpu())
     indices = torch.stack(channels)  # [C, S', F]
-    coded = file_codec(loaded.model).compress(indices)
+    coded, portable, check = encode_indices(loaded, indices)
     header = ContainerHeader(
         media_type=MediaType.AUDIO, model_id=loaded.name, weights_hash=loaded.weights_hash,
         num_stages=stages, shape=(clip.channels, clip.num_samples),
-        sample_rate=clip.sample_rate, latent_shape=(clip.channels, indices.shape[2]))
+        sample_rate=clip.sample_rate, latent_shape=(clip.channels, indices.shape[2]),
+        portable=portable, index_check=check)
     data = pack_container(header, coded.payload)
     return AudioCompression(data=data, header=header, payload_bytes=len(coded.payload),
                             nll_bits=coded.nll_bits, duration=clip.seconds,
@@ -180,10 +181,7 @@ def decompress_audio(data: bytes, *, model: str | LoadedModel | None = None,
     if (tuple(header.latent_shape) != (channels, frames)
             or header.num_stages > net.config.num_stages):
         raise ModelError("inconsistent .vqc header: shape, frames or stages do not fit the model")
-    try:
-        indices = file_codec(loaded.model).decompress(payload, channels, header.num_stages, frames)
-    except Exception as e:  # constriction reports a stream that does not fit as AssertionError
-        raise ModelError(f"corrupted .vqc payload ({type(e).__name__})") from None
+    indices = decode_indices(header, loaded, payload, channels, header.num_stages, frames)
     out = []
     for c in range(channels):
         y = decode_channel(net, indices[c].to(dev)).cpu().numpy()

@@ -12,14 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ..zoo.registry import (DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_model,
                                model_for_header)
 from ..format import ContainerHeader, MediaType, pack_container, unpack_container
 from ..device import resolve_device
 from ..io.image import as_image_array
-from ..coding import file_codec
+from .file import decode_indices, encode_indices
 
 
 @dataclass
@@ -54,12 +53,26 @@ def image_to_tensor(array: np.ndarray, stride: int, device: torch.device) -> tor
     return x
 
 
+def to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """Decoder output in [0, 1] (any shape) -> uint8 levels, clamped and rounded."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def rgb_to_luma(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB [..., 3, H, W] -> uint8 luma [..., H, W], exactly as Pillow's convert("L").
+
+    ITU-R 601-2 luma in Pillow's 16-bit fixed point (L = (19595 R + 38470 G + 7471 B +
+    0x8000) >> 16), so a grayscale image comes back the same as through Pillow, on any device.
+    """
+    r, g, b = rgb.to(torch.int64).unbind(-3)
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8)
+
+
 def _to_array(x: torch.Tensor, channels: int, height: int, width: int) -> np.ndarray:
-    rgb = (x[0, :, :height, :width].clamp(0, 1) * 255).round().to(torch.uint8)
-    rgb = rgb.permute(1, 2, 0).cpu().numpy()
+    rgb = to_8bit(x[0, :, :height, :width])
     if channels == 1:
-        return np.asarray(Image.fromarray(rgb).convert("L"))
-    return rgb
+        return rgb_to_luma(rgb).cpu().numpy()
+    return rgb.permute(1, 2, 0).cpu().numpy()
 
 
 def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
@@ -84,11 +97,11 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
         loaded.default_quality if quality is None else quality)
     x = image_to_tensor(array, net.config.stride, dev)
     indices = net.encode(x, stages, rd_lambda)[0].cpu()
-    coded = file_codec(loaded.model).compress(indices)
+    coded, portable, check = encode_indices(loaded, indices)
     header = ContainerHeader(
         media_type=MediaType.IMAGE, model_id=loaded.name, weights_hash=loaded.weights_hash,
         num_stages=stages, shape=(channels, height, width), sample_rate=0,
-        latent_shape=tuple(indices.shape[-2:]))
+        latent_shape=tuple(indices.shape[-2:]), portable=portable, index_check=check)
     data = pack_container(header, coded.payload)
     return ImageCompression(data=data, header=header, payload_bytes=len(coded.payload),
                             nll_bits=coded.nll_bits, num_pixels=height * width,
@@ -116,8 +129,5 @@ def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
     if (channels not in (1, 3) or tuple(header.latent_shape) != expected
             or header.num_stages > net.config.num_stages):
         raise ModelError("inconsistent .vqc header: shape, latent grid or stages do not fit the model")
-    try:
-        indices = file_codec(loaded.model).decompress(payload, header.num_stages, *expected)
-    except Exception as e:  # constriction reports a stream that does not fit as AssertionError
-        raise ModelError(f"corrupted .vqc payload ({type(e).__name__})") from None
+    indices = decode_indices(header, loaded, payload, header.num_stages, *expected)
     return _to_array(net.decode(indices[None].to(dev)), channels, height, width)

@@ -1,0 +1,62 @@
+"""What the image and audio pipelines share: coding indices into a file's payload and back,
+with the checks that keep a decoder from returning other output than was coded."""
+from __future__ import annotations
+
+import torch
+
+from ..coding import file_codec
+from ..errors import CorruptPayloadError
+from ..format import ContainerHeader, index_check
+from ..zoo.registry import LoadedModel
+
+
+def encode_indices(loaded: LoadedModel, indices: torch.Tensor):
+    """Code indices with the model's file codec.
+
+    Returns:
+        (coded, portable, check): the `CompressedIndices` (payload, NLL), whether the tables
+        came from an exact integer prior, and the indices' CRC32 for the header.
+    """
+    codec = file_codec(loaded.model)
+    return codec.compress(indices), bool(getattr(codec, "portable", False)), index_check(indices)
+
+
+def decode_indices(header: ContainerHeader, loaded: LoadedModel, payload: bytes,
+                   *shape: int) -> torch.Tensor:
+    """Decode a payload to indices and check them against the header's index check.
+
+    Args:
+        header: the file's (verified) header.
+        loaded: the model the header names (weights hash already checked).
+        payload: the range-coder stream.
+        shape: what the codec's `decompress` takes after the payload.
+
+    Raises:
+        CorruptPayloadError: the payload does not decode, or decodes to other indices than
+            were coded (corruption, a forged header, or float tables that round differently
+            on this machine than on the writer's).
+    """
+    codec = file_codec(loaded.model)
+    portable = bool(getattr(codec, "portable", False))
+    if header.version >= 2 and header.portable != portable:
+        # The weights hash matched, so the writer used this very model: a flag that disagrees
+        # was changed after writing.
+        raise CorruptPayloadError(
+            f"invalid .vqc header: the file says its tables are "
+            f"{'exact (portable)' if header.portable else 'float'}, but model "
+            f"{loaded.name!r} has a{'n exact integer' if portable else ' float'} prior")
+    try:
+        indices = codec.decompress(payload, *shape)
+    except CorruptPayloadError:
+        raise
+    except (AssertionError, ValueError) as e:  # constriction: a stream that does not fit
+        raise CorruptPayloadError(f"corrupted .vqc payload ({type(e).__name__})") from None
+    if header.index_check is not None and index_check(indices) != header.index_check:
+        if portable:
+            raise CorruptPayloadError(
+                "corrupted .vqc payload: decoded indices do not match the file's check")
+        raise CorruptPayloadError(
+            "decoded indices do not match the file's check: its tables come from a float "
+            "prior, which decodes only where the CPU kernels round as the writer's did "
+            "(the file is corrupted, or was written on another kind of machine)")
+    return indices
