@@ -214,3 +214,27 @@ def export(run, output, name, qualities, default_quality) -> None:
     save_model(model, output, name=name, qualities=rates, default_quality=default_quality,
                training=training)
     click.echo(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB)")
+
+
+@train.command("integerize")
+@click.argument("model")
+@click.argument("output")
+@click.option("--name", required=True, help="Model id of the integerized model.")
+@click.option("--calibration", "calibration", default=None,
+              help="Folder of calibration images (default: BSDS500 train).")
+def integerize(model, output, name, calibration) -> None:
+    """Add the exact integer prior (portable files) to MODEL and write it to OUTPUT."""
+    import sys
+    import time
+
+    from ..train.integerize import integerize_model, training_crops
+    from ..zoo.registry import load_model, save_model
+    t0 = time.process_time()
+    loaded = load_model(model)
+    images = training_crops(calibration) if calibration and loaded.kind == "image" else None
+    net = integerize_model(loaded, images=images, log=sys.stderr)
+    save_model(net, output, name=name, qualities=loaded.qualities,
+               default_quality=loaded.default_quality,
+               training={**loaded.training, "integerize_cpu_s": round(time.process_time() - t0, 1)})
+    click.echo(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB) in "
+               f"{time.process_time() - t0:.1f} CPU s")

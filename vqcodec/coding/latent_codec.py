@@ -18,8 +18,11 @@ import torch.nn.functional as F
 
 from .context import pass_masks
 from ..nn.grouped_rvq import GroupedResidualQuantizer
+from ..nn.fixed_point import ExpTable, exact_mode
 from ..nn.image_prior import GroupedStagePrior, StagePrior
+from ..nn.integer_prior import IntegerStagePrior
 from ..nn.rvq import ResidualQuantizer
+from ..errors import CorruptPayloadError
 from .entropy import IndexDecoder, IndexEncoder, nll_bits, probability_table
 
 # (stage, pass mask [H, W], logits of the pass's positions [n, K], their probability
@@ -83,26 +86,52 @@ class StageByStageCodec:
 
     def _walk_single_thread(self, num_stages: int, height: int, width: int,
                             code_pass: PassCoder) -> torch.Tensor:
-        device = next(self.prior.parameters()).device
-        dim, per_position = self.quantizer.dim, self.symbols_per_position
+        device = self._device()
+        per_position = self.symbols_per_position
         masks = [m.to(device) for m in pass_masks(self.prior.schedule, height, width)]
         indices = torch.zeros(num_stages, height, width, per_position, dtype=torch.long,
                               device=device)
-        coarse = torch.zeros(1, dim, height, width, device=device)
+        coarse = torch.zeros(1, self.quantizer.dim, height, width, device=device,
+                             dtype=self.input_dtype)
         for s in range(num_stages):
             stage = torch.tensor([s], device=device)
-            codes = torch.zeros(1, dim, height, width, device=device)
-            visible = torch.zeros(1, 1, height, width, device=device)
+            codes = torch.zeros_like(coarse)
+            visible = torch.zeros(1, 1, height, width, device=device, dtype=self.input_dtype)
             for mask in masks:
-                logits = self.prior.logits(coarse, codes, visible, stage)[0][mask]
-                logits = logits.reshape(-1, logits.shape[-1])  # one row per symbol
-                found = torch.from_numpy(code_pass(s, mask, logits, probability_table(logits)))
+                scores, table = self._pass_tables(coarse, codes, visible, stage, mask)
+                found = torch.from_numpy(code_pass(s, mask, scores, table))
                 found = found.to(device).view(-1, per_position)
                 indices[s][mask] = found
                 codes[0][:, mask] = self._codewords(s, found).t()
                 visible[0, 0][mask] = 1.0
-            coarse = coarse + codes
+            coarse = self._next_coarse(coarse, codes, s, indices[s])
         return indices
+
+    # The walk's swappable steps: what the prior's inputs are made of and how one pass's
+    # tables come out of it. Float: codewords, logits and float64 softmax tables.
+    input_dtype = torch.float32
+
+    def _device(self) -> torch.device:
+        return next(self.prior.parameters()).device
+
+    def _pass_tables(self, coarse: torch.Tensor, codes: torch.Tensor, visible: torch.Tensor,
+                     stage: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """(scores, probability table [n, K]) of one pass's symbols (one row per symbol);
+        `_nll_bits(scores, symbols)` is their ideal code length."""
+        logits = self.prior.logits(coarse, codes, visible, stage)[0][mask]
+        logits = logits.reshape(-1, logits.shape[-1])  # one row per symbol
+        return logits, probability_table(logits)
+
+    def _nll_bits(self, scores: torch.Tensor, symbols: np.ndarray) -> float:
+        return nll_bits(scores, symbols)
+
+    def _next_coarse(self, coarse: torch.Tensor, codes: torch.Tensor, stage: int,
+                     indices: torch.Tensor) -> torch.Tensor:
+        """Coarse input of stage + 1 from stage's (coarse, codewords [1, D, H, W], indices
+        [H, W, symbols per position])."""
+        return coarse + codes
+
+    portable = False  # tables from float convolutions: decode on the machine that encoded
 
     def forward(self, indices: torch.Tensor, stages: torch.Tensor | None = None) -> torch.Tensor:
         """Training/evaluation: log2-likelihoods (in bits, <= 0) of the given indices, all
@@ -146,7 +175,7 @@ class StageByStageCodec:
             nonlocal nll
             symbols = want[s][mask.cpu()].reshape(-1).numpy()
             encoder.add(symbols, table)
-            nll += nll_bits(logits, symbols)
+            nll += self._nll_bits(logits, symbols)
             return symbols
 
         self._walk(*want.shape[:3], code_pass)
@@ -154,14 +183,20 @@ class StageByStageCodec:
 
     def decompress(self, payload: bytes, num_stages: int, height: int, width: int) -> torch.Tensor:
         """Indices (the quantizer's layout) of `num_stages` stages from `payload`."""
-        decoder = IndexDecoder(payload)
+        try:
+            decoder = IndexDecoder(payload)
+        except ValueError as e:
+            raise CorruptPayloadError(f"corrupted payload ({e})") from None
         num_codes = self.quantizer.num_codes
 
         def code_pass(s: int, mask: torch.Tensor, logits: torch.Tensor,
                       table: np.ndarray) -> np.ndarray:
-            found = decoder.read(table)
+            try:
+                found = decoder.read(table)
+            except (AssertionError, ValueError, RuntimeError) as e:
+                raise CorruptPayloadError(f"corrupted payload ({type(e).__name__})") from None
             if found.min(initial=0) < 0 or found.max(initial=0) >= num_codes:
-                raise ValueError("corrupted payload: index out of range")
+                raise CorruptPayloadError("corrupted payload: index out of range")
             return found
 
         return self._walk(num_stages, height, width, code_pass)
@@ -221,3 +256,107 @@ class GroupedStageCodec(StageByStageCodec):
 
     def _codewords(self, stage: int, found: torch.Tensor) -> torch.Tensor:
         return self.quantizer.lookup(stage, found).reshape(len(found), self.quantizer.dim)
+
+
+class IntegerStageCodec(StageByStageCodec):
+    """Latent codec over an exact `IntegerStagePrior` (whole-vector or grouped): the count
+    tables are the same integers on every machine, thread count and batch shape, so files are
+    portable. Indices in the quantizer's layout ([S', H, W] or [R', G, H, W]).
+
+    Tables go to the range coder as counts / counts.sum() (an exact sum and one correctly
+    rounded division: identical floats everywhere). No single-thread guard is needed.
+    """
+
+    portable = True
+    input_dtype = torch.float64
+
+    def __init__(self, *, prior: IntegerStagePrior, quantizer) -> None:
+        self.prior, self.quantizer = prior, quantizer
+
+    @property
+    def symbols_per_position(self) -> int:
+        return max(self.prior.num_groups, 1)
+
+    def _to_walk_layout(self, indices: torch.Tensor) -> torch.Tensor:
+        return indices.permute(0, 2, 3, 1) if self.prior.grouped else indices[..., None]
+
+    def _from_walk_layout(self, indices: torch.Tensor) -> torch.Tensor:
+        return indices.permute(0, 3, 1, 2) if self.prior.grouped else indices[..., 0]
+
+    def _device(self) -> torch.device:
+        return self.prior.coarse_table.device
+
+    def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder) -> torch.Tensor:
+        with exact_mode():
+            return self._from_walk_layout(
+                self._walk_single_thread(num_stages, height, width, code_pass))
+
+    def _codewords(self, stage: int, found: torch.Tensor) -> torch.Tensor:
+        return self.prior.current_codewords(stage, found)
+
+    def _next_coarse(self, coarse: torch.Tensor, codes: torch.Tensor, stage: int,
+                     indices: torch.Tensor) -> torch.Tensor:
+        return coarse + self.prior.coarse_codewords(stage, indices).permute(2, 0, 1)[None]
+
+    def _pass_tables(self, coarse: torch.Tensor, codes: torch.Tensor, visible: torch.Tensor,
+                     stage: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        features = self.prior.features(coarse, codes, visible, stage)[0][mask]  # [n, C]
+        logits = self.prior.logits_from_features(features[None], stage)[0]  # [n, G, K]
+        counts = self.prior.counts(logits.reshape(-1, logits.shape[-1]))
+        return counts, ExpTable.probabilities(counts).cpu().numpy()
+
+    def _nll_bits(self, counts: torch.Tensor, symbols: np.ndarray) -> float:
+        c = counts.cpu().numpy()
+        return float(-np.log2(c[np.arange(len(symbols)), symbols] / c.sum(1)).sum())
+
+    def tables(self, indices: torch.Tensor) -> list[torch.Tensor]:
+        """The integer count tables [n, K] of every pass (stream order) when coding `indices`
+        (for cross-kernel and cross-device tests)."""
+        want = self._to_walk_layout(indices.cpu())
+        out = []
+
+        def code_pass(s, mask, counts, table):
+            out.append(counts.cpu())
+            return want[s][mask.cpu()].reshape(-1).numpy()
+
+        self._walk(*want.shape[:3], code_pass)
+        return out
+
+    def forward(self, indices: torch.Tensor, stages: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact log2-likelihoods (from the counts) of indices [B, S', (G,) H, W], all positions
+        of a pass at once (teacher forcing): [B, len(stages), (G,) H, W]. Not differentiable."""
+        grouped = self.prior.grouped
+        b, s_total = indices.shape[:2]
+        h, w = indices.shape[-2:]
+        g = max(self.prior.num_groups, 1)
+        stages = torch.arange(s_total) if stages is None else stages.cpu()
+        n = len(stages)
+        device = self._device()
+        walk = self._to_walk_layout(indices.reshape(b * s_total, *indices.shape[2:]))
+        walk = walk.reshape(b, s_total, h, w, g).to(device)  # [B, S', H, W, G]
+        out = torch.zeros(b, n, h, w, g, dtype=torch.float64)
+        masks = [m.to(device) for m in pass_masks(self.prior.schedule, h, w)]
+        with exact_mode():
+            for i in range(b):  # one image at a time bounds memory; results do not depend on it
+                coarse_all = torch.zeros(s_total, h, w, self.quantizer.dim, dtype=torch.float64,
+                                         device=device)
+                acc = torch.zeros(h, w, self.quantizer.dim, dtype=torch.float64, device=device)
+                for s in range(s_total):
+                    coarse_all[s] = acc
+                    acc = acc + self.prior.coarse_codewords(s, walk[i, s])
+                st = stages.to(device)
+                coarse = coarse_all[st].permute(0, 3, 1, 2)
+                codes = torch.stack([self.prior.current_codewords(int(s), walk[i, int(s)])
+                                     for s in st]).permute(0, 3, 1, 2)
+                target = walk[i, st]  # [n, H, W, G]
+                seen = torch.zeros(h, w, dtype=torch.bool, device=device)
+                for m in masks:
+                    vis = seen.to(torch.float64)[None, None]
+                    feats = self.prior.features(coarse, codes * vis, vis.expand(n, 1, h, w), st)
+                    logits = self.prior.logits_from_features(feats[:, m], st)  # [n, P, G, K]
+                    counts = self.prior.counts(logits)
+                    hit = counts.gather(-1, target[:, m][..., None])[..., 0]
+                    out[i][:, m] = (torch.log2(hit) - torch.log2(counts.sum(-1))).cpu()
+                    seen = seen | m
+        out = out.permute(0, 1, 4, 2, 3) if grouped else out[..., 0]
+        return out.to(indices.device)
