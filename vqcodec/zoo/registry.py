@@ -73,10 +73,23 @@ def save_model(model: VQImageModel | VQAudioModel, path: str | Path, *, name: st
             "qualities": qualities, "default_quality": default_quality,
             "training": training or {}}
     if integer is not None:
-        tensors.update({INTEGER_PREFIX + k: v.contiguous().cpu()
+        tensors.update({INTEGER_PREFIX + k: _compact_integers(v)
                         for k, v in integer.state_dict().items()})
         meta["integer_prior"] = integer.config_dict()
     save_file(tensors, str(path), metadata={"vqcodec": json.dumps(meta)})
+
+
+def _compact_integers(tensor: torch.Tensor) -> torch.Tensor:
+    """An integer prior's tensor in the smallest integer dtype that holds it exactly (its
+    float64 integers as int16 or int32; loading copies them back into float64 buffers, also
+    exactly). Integer weights have 15 bits, so most of a prior takes 2 bytes a value."""
+    tensor = tensor.detach().contiguous().cpu()
+    if tensor.is_floating_point() and tensor.numel() and bool((tensor == tensor.floor()).all()):
+        for dtype in (torch.int16, torch.int32):
+            info = torch.iinfo(dtype)
+            if info.min <= float(tensor.min()) and float(tensor.max()) <= info.max:
+                return tensor.to(dtype)
+    return tensor
 
 
 def _integer_prior_class(kind: str):
