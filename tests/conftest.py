@@ -113,3 +113,70 @@ def tiny_audio_model(tiny_audio_model_path):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def integerize_tiny(model, qualities=None, seed: int = 0):
+    """Give a tiny image model its exact integer prior, calibrated on a few random images."""
+    from vqcodec.train.integerize import integerize_image_model
+    g = torch.Generator().manual_seed(seed)
+    rates = qualities or [model.config.num_stages]
+    calibration = []
+    for _ in range(3):
+        x = torch.rand(1, 3, 64, 48, generator=g)
+        for r in rates:
+            n, lam = (r[0], r[1]) if isinstance(r, list) else (r, 0.0)
+            calibration.append(model.encode(x, n, lam))
+    return integerize_image_model(model, calibration)
+
+
+@pytest.fixture(scope="session")
+def tiny_integer_model_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("models") / "tiny-int.safetensors"
+    save_model(integerize_tiny(make_tiny_model()), path, name="tiny-int",
+               qualities=[1, 2, 3, 4], default_quality=3)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_integer_model(tiny_integer_model_path):
+    return load_model(tiny_integer_model_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_integer_grouped_model_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("models") / "tiny-int-grouped.safetensors"
+    save_model(integerize_tiny(make_tiny_grouped_model(), TINY_GROUPED_QUALITIES), path,
+               name="tiny-int-grouped", qualities=TINY_GROUPED_QUALITIES, default_quality=3)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_integer_grouped_model(tiny_integer_grouped_model_path):
+    return load_model(tiny_integer_grouped_model_path)
+
+
+def make_tiny_integer_audio_model(seed: int = 0) -> VQAudioModel:
+    """The tiny audio model with an exact integer prior (calibrated on random index
+    sequences: any calibration gives an exact prior, only its rate depends on it)."""
+    from vqcodec.nn.integer_frame_prior import IntegerFramePrior
+
+    model = make_tiny_audio_model(seed)
+    g = torch.Generator().manual_seed(seed)
+    config = TINY_AUDIO_CONFIG
+    calibration = [torch.randint(0, config.num_codes, (2, config.num_stages, config.prior_context),
+                                 generator=g) for _ in range(2)]
+    model.integer_prior = IntegerFramePrior.from_float(model.prior, calibration)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_integer_audio_model_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("models") / "tiny_integer_audio.safetensors"
+    save_model(make_tiny_integer_audio_model(), path, name="tiny-integer-audio",
+               qualities=[1, 2, 4], default_quality=2)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_integer_audio_model(tiny_integer_audio_model_path):
+    return load_model(tiny_integer_audio_model_path)
