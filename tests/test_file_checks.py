@@ -74,3 +74,14 @@ def test_info_shows_version_and_portability(tiny_model, tmp_path, rng):
     result = CliRunner().invoke(cli, ["info", str(path)])
     assert result.exit_code == 0
     assert "format version: 2" in result.output and "portable: no" in result.output
+
+
+def test_one_decompress_for_both_media(tiny_model, tiny_audio_model, rng):
+    import vqcodec
+    image = _image(rng)
+    data = compress_image(image, model=tiny_model, device="cpu").data
+    assert vqcodec.decompress(data, model=tiny_model, device="cpu").shape == image.shape
+    samples = (np.sin(np.arange(4800) / 7.0) * 0.3).astype(np.float32)
+    data = compress_audio((samples, 24000), model=tiny_audio_model, device="cpu").data
+    out, rate = vqcodec.decompress(data, model=tiny_audio_model, device="cpu")
+    assert rate == 24000 and out.shape == (1, 4800)

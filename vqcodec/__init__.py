@@ -10,7 +10,8 @@ learned prior.
 `compress` takes `quality=` (1..N of the model, default the model's own), `compress_audio`
 takes `bitrate=` (kbps before entropy coding: one of the model's settings); both take `model=`
 (a shipped model name or a .safetensors path) and `device=` ("auto", "cpu", "cuda").
-`decompress` and `decompress_audio` read the model from the file.
+`decompress` reads the media type and the model from the file (for audio it returns the same
+as `decompress_audio`).
 """
 from __future__ import annotations
 
@@ -28,9 +29,13 @@ def compress(image, *, quality: int | None = None, model: str | None = None,
 
 
 def decompress(data: bytes, *, model: str | None = None, device: str = "auto"):
-    """Decode `.vqc` bytes to a uint8 numpy array (use `PIL.Image.fromarray` for a PIL image)."""
-    from .pipelines.image import decompress_image
-    return decompress_image(data, model=model, device=device)
+    """Decode `.vqc` bytes, as the file's header says: an image to a uint8 numpy array
+    (`PIL.Image.fromarray` makes a PIL image of it), audio to (samples float32 [channels, n],
+    sample_rate)."""
+    from .io.audio import AudioClip
+    from .pipelines import decompress as decode
+    decoded = decode(data, model=model, device=device)
+    return (decoded.samples, decoded.sample_rate) if isinstance(decoded, AudioClip) else decoded
 
 
 def compress_audio(samples, sample_rate: int, *, bitrate: float | None = None,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import click
 
-from ..errors import InputError
 from ..format import read_header
 from .options import device_option, model_option, read_input, user_errors
 from .rd_curve import rd_curve
@@ -33,40 +32,12 @@ def compress(input_path: str, output_path: str, quality: int | None, bitrate: fl
     The kind is chosen from INPUT's suffix; --model overrides the default model of that kind.
     """
     from ..io.atomic import write_atomically
-    from ..io.media import is_audio_path
+    from ..pipelines import compress_file
 
-    if is_audio_path(input_path):
-        if quality is not None:
-            raise InputError("--quality is for images; audio takes --bitrate")
-        from ..pipelines.audio import compress_audio
-        from ..io.audio import load_audio
-        from ..zoo.registry import DEFAULT_AUDIO_MODEL
-
-        clip = load_audio(input_path)
-        result = compress_audio(clip, model=model or DEFAULT_AUDIO_MODEL, bitrate=bitrate,
-                                device=device)
-        write_atomically(output_path, result.data)
-        click.echo(f"{input_path} -> {output_path}: {len(result.data)} bytes, "
-                   f"{result.kbps:.3f} kbps (payload {result.payload_kbps:.3f} kbps, "
-                   f"{result.raw_kbps:g} kbps before the prior), {clip.seconds:.2f} s of audio, "
-                   f"{clip.channels} ch at {clip.sample_rate} Hz, {result.header.num_stages} "
-                   f"stages, {result.seconds:.2f} s")
-        return
-    if bitrate is not None:
-        raise InputError("--bitrate is for audio; images take --quality")
-    from ..pipelines.image import compress_image
-    from ..io.image import load_image
-    from ..zoo.registry import DEFAULT_IMAGE_MODEL
-
-    image = load_image(input_path)
-    result = compress_image(image, model=model or DEFAULT_IMAGE_MODEL, quality=quality,
-                            device=device)
+    result = compress_file(input_path, quality=quality, bitrate=bitrate, model=model,
+                           device=device)
     write_atomically(output_path, result.data)
-    h = result.header
-    click.echo(f"{input_path} -> {output_path}: {len(result.data)} bytes, {result.bpp:.4f} bpp "
-               f"(payload {result.payload_bpp:.4f} bpp, prior NLL "
-               f"{result.nll_bits / result.num_pixels:.4f} bpp), {h.shape[2]}x{h.shape[1]}, "
-               f"{h.num_stages} stages, {result.seconds:.2f} s")
+    click.echo(f"{input_path} -> {output_path}: {result.describe()}")
 
 
 @cli.command()
@@ -79,23 +50,12 @@ def decompress(input_path: str, output_path: str, model: str | None, device: str
     """Decode a .vqc file to an image (.png, ...) or audio (.wav, .flac): format from OUTPUT."""
     import time
 
+    from ..pipelines import decompress as decode, describe_decoded, save_decoded
+
     start = time.perf_counter()
-    data = read_input(input_path)
-    if read_header(data).media_type.name == "AUDIO":
-        from ..pipelines.audio import decompress_audio
-        from ..io.audio import save_audio
-
-        clip = decompress_audio(data, model=model, device=device)
-        save_audio(output_path, clip)
-        click.echo(f"{input_path} -> {output_path}: {clip.seconds:.2f} s, {clip.channels} ch at "
-                   f"{clip.sample_rate} Hz, {time.perf_counter() - start:.2f} s")
-        return
-    from ..pipelines.image import decompress_image
-    from ..io.image import save_image
-
-    array = decompress_image(data, model=model, device=device)
-    save_image(array, output_path)
-    click.echo(f"{input_path} -> {output_path}: {array.shape[1]}x{array.shape[0]}, "
+    decoded = decode(read_input(input_path), model=model, device=device)
+    save_decoded(decoded, output_path)
+    click.echo(f"{input_path} -> {output_path}: {describe_decoded(decoded)}, "
                f"{time.perf_counter() - start:.2f} s")
 
 

@@ -1,0 +1,68 @@
+"""Image and audio `<->` `.vqc` bytes (`image.py`, `audio.py`, what both share in `file.py`).
+
+This is the one place that chooses between the two media: from an input file's suffix when
+compressing, from the header's media type when decompressing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..format import MediaType, read_header
+from ..io.audio import AudioClip, load_audio, save_audio
+from ..io.image import load_image, save_image
+from ..io.media import is_audio_path
+from ..zoo.registry import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL
+from .audio import AudioCompression, compress_audio, decompress_audio
+from .image import ImageCompression, compress_image, decompress_image
+
+__all__ = ["compress_file", "decompress", "save_decoded", "describe_decoded",
+           "compress_image", "decompress_image", "compress_audio", "decompress_audio"]
+
+
+def compress_file(path: str | Path, *, quality: int | None = None, bitrate: float | None = None,
+                  model: str | None = None,
+                  device: str = "auto") -> ImageCompression | AudioCompression:
+    """Compress an image or audio file, the kind taken from its suffix.
+
+    Args:
+        path: the input file.
+        quality: images only: the rate setting 1..N (default: the model's).
+        bitrate: audio only: kbps before entropy coding (default: the model's).
+        model: shipped model name or model file; default: the default model of the kind.
+        device: "auto", "cpu" or "cuda".
+    """
+    if is_audio_path(path):
+        if quality is not None:
+            raise InputError("--quality is for images; audio takes --bitrate")
+        return compress_audio(load_audio(path), model=model or DEFAULT_AUDIO_MODEL,
+                              bitrate=bitrate, device=device)
+    if bitrate is not None:
+        raise InputError("--bitrate is for audio; images take --quality")
+    return compress_image(load_image(path), model=model or DEFAULT_IMAGE_MODEL,
+                          quality=quality, device=device)
+
+
+def decompress(data: bytes, *, model: str | None = None,
+               device: str = "auto") -> np.ndarray | AudioClip:
+    """Decode `.vqc` bytes: a uint8 image array, or an `AudioClip`, as the header says."""
+    if read_header(data).media_type == MediaType.AUDIO:
+        return decompress_audio(data, model=model, device=device)
+    return decompress_image(data, model=model, device=device)
+
+
+def save_decoded(decoded: np.ndarray | AudioClip, path: str | Path) -> None:
+    """Write what `decompress` returned, in the format OUTPUT's suffix names (atomically)."""
+    if isinstance(decoded, AudioClip):
+        save_audio(path, decoded)
+    else:
+        save_image(decoded, path)
+
+
+def describe_decoded(decoded: np.ndarray | AudioClip) -> str:
+    """One line on what was decoded."""
+    if isinstance(decoded, AudioClip):
+        return f"{decoded.seconds:.2f} s, {decoded.channels} ch at {decoded.sample_rate} Hz"
+    return f"{decoded.shape[1]}x{decoded.shape[0]}"

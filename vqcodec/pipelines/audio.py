@@ -47,6 +47,14 @@ class AudioCompression:
     def payload_kbps(self) -> float:
         return 8 * self.payload_bytes / self.duration / 1000
 
+    def describe(self) -> str:
+        """One line on what was written."""
+        h = self.header
+        return (f"{len(self.data)} bytes, {self.kbps:.3f} kbps (payload {self.payload_kbps:.3f} "
+                f"kbps, {self.raw_kbps:g} kbps before the prior), {self.duration:.2f} s of "
+                f"audio, {h.shape[0]} ch at {h.sample_rate} Hz, {h.num_stages} stages, "
+                f"{self.seconds:.2f} s")
+
 
 def stages_for_bitrate(loaded: LoadedModel, kbps: float | None) -> int:
     """Stages to code for a bitrate before entropy coding (None: the model's default)."""

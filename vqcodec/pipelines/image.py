@@ -41,6 +41,13 @@ class ImageCompression:
     def payload_bpp(self) -> float:
         return 8 * self.payload_bytes / self.num_pixels
 
+    def describe(self) -> str:
+        """One line on what was written."""
+        h = self.header
+        return (f"{len(self.data)} bytes, {self.bpp:.4f} bpp (payload {self.payload_bpp:.4f} "
+                f"bpp, prior NLL {self.nll_bits / self.num_pixels:.4f} bpp), "
+                f"{h.shape[2]}x{h.shape[1]}, {h.num_stages} stages, {self.seconds:.2f} s")
+
 
 def image_to_tensor(array: np.ndarray, stride: int, device: torch.device) -> torch.Tensor:
     """uint8 HxW or HxWx3 -> float [1, 3, H', W'] in [0, 1], padded to multiples of stride."""
