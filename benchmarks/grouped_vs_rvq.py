@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from vqcodec.nn.grouped_rvq import GroupedResidualQuantizer, train_codebooks
 from vqcodec.nn.rvq import kmeans
-from vqcodec.train.image import list_images, load_rgb
+from vqcodec.io.media import list_media
+from vqcodec.train.data import load_rgb
 
 BLOCK, KEEP = 16, 128
 
@@ -50,8 +51,8 @@ def main() -> None:
     ap.add_argument("--max-train-images", type=int, default=200)
     args = ap.parse_args()
     torch.manual_seed(0)
-    train, _ = blocks(list_images(args.train)[: args.max_train_images])
-    test, pixels = blocks(list_images(args.eval))
+    train, _ = blocks(list_media(args.train, "image", recursive=True)[: args.max_train_images])
+    test, pixels = blocks(list_media(args.eval, "image", recursive=True))
     mean = train.mean(0)
     centred = (train - mean).double()
     _, vectors = torch.linalg.eigh(centred.T @ centred / len(centred))

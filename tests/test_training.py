@@ -75,7 +75,7 @@ def test_linear_path_starts_at_the_patch_pca(tmp_path, rng):
 
     from vqcodec.nn.image_autoencoder import init_linear_path_from_pca
     from vqcodec.nn.image_model import VQImageModel
-    from vqcodec.train.image import CropSampler, load_training_images
+    from vqcodec.train.data import CropSampler, load_training_images
 
     ae = dataclasses.replace(TINY_CONFIG.autoencoder, linear_path=True, latent_dim=24)
     model = VQImageModel(dataclasses.replace(TINY_CONFIG, autoencoder=ae))

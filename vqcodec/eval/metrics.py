@@ -20,7 +20,7 @@ import torch
 import torchaudio
 
 __all__ = ["MAX_SI_SNR_DB", "MEL_FLOOR", "MEL_HOP", "MEL_N_FFT", "MEL_N_MELS", "audio_mse",
-           "mel_distance", "si_snr"]
+           "mel_distance", "psnr", "si_snr"]
 
 MAX_SI_SNR_DB = 100.0
 """SI-SNR of an exact (up to scale) reconstruction would be infinite; it is reported as 100 dB,
@@ -135,3 +135,10 @@ def audio_mse(reference: np.ndarray, estimate: np.ndarray) -> float:
     """
     ref, est = _pair(reference, estimate)
     return float(np.mean((ref - est) ** 2))
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB) of [B, 3, H, W] tensors in [0, 1], both rounded to 8 bits first;
+    in the tensors' own dtype and device, as training validates (no MS-SSIM dependency)."""
+    mse = ((x * 255).round() - (y * 255).round()).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(255.0 ** 2 / mse.clamp_min(1e-10))
