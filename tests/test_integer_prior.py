@@ -171,3 +171,14 @@ def test_save_load_bit_exact(tmp_path):
     idx = _indices(loaded, 5)[0]
     codec = IntegerStageCodec(prior=again, quantizer=net.quantizer)
     assert codec.compress(idx).payload == file_codec(loaded.model).compress(idx).payload
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_tables_equal_cpu(model):
+    import copy
+    cpu = file_codec(model.model)
+    gpu = IntegerStageCodec(prior=copy.deepcopy(cpu.prior).cuda(), quantizer=cpu.quantizer)
+    idx = _indices(model, 6, batch=2)
+    assert all(torch.equal(a, b) for a, b in zip(cpu.tables(idx[0]), gpu.tables(idx[0])))
+    assert torch.equal(cpu.forward(idx), gpu.forward(idx.cuda()).cpu())
+    assert gpu.compress(idx[0]).payload == cpu.compress(idx[0]).payload

@@ -322,9 +322,8 @@ class ExpTable(nn.Module):
 
     def forward(self, logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
         """Counts (float64 integers >= 1) of integer logits, rows along `dim`."""
-        d = logits.amax(dim, keepdim=True) - logits
-        d = d.clamp(0, len(self.counts) - 1).to(torch.int64)
-        return self.counts[d]
+        d = (logits.amax(dim, keepdim=True) - logits).clamp_(0, len(self.counts) - 1)
+        return self.counts[d.to(torch.int64)]
 
     @staticmethod
     def probabilities(counts: torch.Tensor, dim: int = -1) -> torch.Tensor:

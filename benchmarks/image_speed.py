@@ -1,0 +1,66 @@
+"""Seconds to compress and decompress one Kodak image (the whole pipeline: transform, prior,
+range coder, container) at 1 and 2 torch threads, at a few qualities, and the share of the
+prior's table computation in it.
+
+    python benchmarks/image_speed.py [--model runs/vqimage-v3i.safetensors] \
+        [--image ../shared/data/images/kodak/kodim23.png] [--qualities 1,6,12] [--threads 1,2]
+
+Each number is the best of --repeat runs (default 2), after one warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from vqcodec.coding import file_codec
+from vqcodec.io.image import load_image
+from vqcodec.pipelines.image import compress_image, decompress_image
+from vqcodec.zoo.registry import DEFAULT_IMAGE_MODEL, load_model
+
+DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared/data/images/kodak/kodim23.png"
+
+
+def best(fn, repeat: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=DEFAULT_IMAGE_MODEL)
+    ap.add_argument("--image", default=str(DEFAULT_IMAGE))
+    ap.add_argument("--qualities", default=None, help="default: lowest, default, highest")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args()
+    loaded = load_model(args.model)
+    image = load_image(Path(args.image))
+    n_q = len(loaded.qualities)
+    qualities = ([int(q) for q in args.qualities.split(",")] if args.qualities
+                 else sorted({1, loaded.default_quality, n_q}))
+    codec = file_codec(loaded.model)
+    print(f"{loaded.name} ({type(codec).__name__}, portable={getattr(codec, 'portable', False)}), "
+          f"{Path(args.image).name} {image.shape[1]}x{image.shape[0]}")
+    print("threads | quality | bpp | compress s | decompress s")
+    compress_image(image, model=loaded, quality=qualities[0], device="cpu")  # warm-up
+    for threads in [int(t) for t in args.threads.split(",")]:
+        torch.set_num_threads(threads)
+        for q in qualities:
+            enc, result = best(lambda: compress_image(image, model=loaded, quality=q,
+                                                      device="cpu"), args.repeat)
+            dec, decoded = best(lambda: decompress_image(result.data, model=loaded, device="cpu"),
+                                args.repeat)
+            assert decoded.shape == image.shape
+            print(f"{threads:7d} | {q:7d} | {result.bpp:.3f} | {enc:10.2f} | {dec:12.2f}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
