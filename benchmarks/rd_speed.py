@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from vqcodec.cli.rd_curve import rd_curve
-from vqcodec.eval import rd
+from vqcodec.eval.items import NamedImage, load_items
+from vqcodec.eval.metrics import image_distortion, image_levels
 from vqcodec.device import resolve_device
 from vqcodec.pipelines.image import compress_image, decompress_image
 from vqcodec.zoo.registry import DEFAULT_IMAGE_MODEL, load_model
@@ -38,7 +39,7 @@ def run_cli(args: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def naive_loop(loaded, images: list[rd.NamedImage], qualities: list[int], device: str) -> float:
+def naive_loop(loaded, images: list[NamedImage], qualities: list[int], device: str) -> float:
     """Seconds to compress, decompress and score every image at every quality, one by one."""
     dev = torch.device(device)
     start = time.perf_counter()
@@ -46,7 +47,7 @@ def naive_loop(loaded, images: list[rd.NamedImage], qualities: list[int], device
         for im in images:
             res = compress_image(im.array, model=loaded, quality=q, device=device)
             out = decompress_image(res.data, model=loaded, device=device)
-            rd.distortion(rd._rgb_tensor(im.array, dev)[None], rd._rgb_tensor(out, dev)[None])
+            image_distortion(image_levels(im.array, dev)[None], image_levels(out, dev)[None])
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     return time.perf_counter() - start
@@ -70,7 +71,7 @@ def main() -> None:
     loaded = load_model(args.model, device=device)
     qualities = ([int(q) for q in args.qualities.split(",")] if args.qualities
                  else list(range(1, len(loaded.qualities) + 1)))
-    images, _ = rd.find_images(args.folder)
+    images, _ = load_items(args.folder, "image")
     # Warm-up: cuDNN autotuning, allocator, lazy imports.
     res = compress_image(images[0].array[:64, :64], model=loaded, quality=qualities[0],
                          device=device)

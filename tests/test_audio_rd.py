@@ -1,4 +1,4 @@
-"""`vqcodec rd-curve` on audio and its library `codec.audio_rd`: batched NLL = the entropy
+"""`vqcodec rd-curve` on audio and its library `vqcodec.eval`: batched NLL = the entropy
 coder's NLL, real payloads close to it, the batched decode = decompress_audio, Opus, the
 command's outputs, mode choice and errors. Tiny audio model, short generated clips."""
 from __future__ import annotations
@@ -15,7 +15,13 @@ from PIL import Image
 
 from vqcodec.cli.main import cli
 from vqcodec.errors import InputError
-from vqcodec.eval import audio_rd
+from vqcodec.errors import RDError
+from vqcodec.eval import baselines, model
+from vqcodec.eval.baselines import baseline_curve, evaluate_baseline, resolve_baselines
+from vqcodec.eval.items import load_items
+from vqcodec.eval.metrics import clip_distortion
+from vqcodec.eval.model import chunked_nll_bits, evaluate_model, model_curve
+from vqcodec.eval.rd import AUDIO, prior_saving
 from vqcodec.io import media
 from vqcodec.pipelines.audio import compress_audio, decompress_audio
 from vqcodec.eval.opus import opus_available
@@ -66,7 +72,7 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clips(folder):
-    found, skipped = audio_rd.find_clips(folder)
+    found, skipped = load_items(folder, "audio")
     assert [c.name for c in found] == ["a.wav", "b.wav", "c.wav"]
     assert [name for name, _ in skipped] == ["broken.wav"]
     return found
@@ -74,28 +80,28 @@ def clips(folder):
 
 @pytest.fixture(scope="module")
 def evaluation(tiny_audio_model, clips):
-    return audio_rd.evaluate_audio_model(tiny_audio_model, clips, actual=True)
+    return evaluate_model(tiny_audio_model, clips, actual=True)
 
 
 def by_key(records):
-    return {(r.bitrate, r.clip): r for r in records}
+    return {(r.setting, r.item): r for r in records}
 
 
 # --- our model -------------------------------------------------------------------------------
 
 def test_nll_equals_the_entropy_coders(tiny_audio_model, clips):
     """Without --actual the batched, chunked prior pass gives the coder's NLL bits."""
-    ev = audio_rd.evaluate_audio_model(tiny_audio_model, clips)
-    assert ev.bitrates == pytest.approx(TINY_KBPS) and ev.stages == [1, 2, 4]
+    ev = evaluate_model(tiny_audio_model, clips)
+    assert ev.settings == pytest.approx(TINY_KBPS) and ev.stages == [1, 2, 4]
     found = by_key(ev.records)
     assert len(found) == 3 * len(clips)
     for named in clips:
-        for kbps, n in zip(ev.bitrates, ev.stages):
+        for kbps, n in zip(ev.settings, ev.stages):
             r = found[kbps, named.name]
             res = compress_audio(named.clip, model=tiny_audio_model, bitrate=round(kbps, 3),
                                  device="cpu")
-            assert r.stages == n and r.kbps == r.nll_kbps and r.payload_kbps is None
-            assert r.nll_kbps * named.seconds * 1000 == pytest.approx(res.nll_bits, rel=1e-3)
+            assert r.stages == n and r["kbps"] == r["nll-kbps"] and r["payload-kbps"] is None
+            assert r["nll-kbps"] * named.seconds * 1000 == pytest.approx(res.nll_bits, rel=1e-3)
 
 
 def test_chunked_nll_matches_frame_codec(tiny_audio_model):
@@ -104,24 +110,24 @@ def test_chunked_nll_matches_frame_codec(tiny_audio_model):
     prior = tiny_audio_model.model.prior
     idx = torch.randint(0, 16, (2, 3, 30), generator=torch.Generator().manual_seed(3))
     want = file_codec(tiny_audio_model.model).compress(idx).nll_bits
-    assert audio_rd.chunked_nll_bits(prior, idx) == pytest.approx(want, rel=1e-4)
+    assert chunked_nll_bits(prior, idx) == pytest.approx(want, rel=1e-4)
     small = 3 * 12 * 16  # one chunk per pass
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(audio_rd, "PRIOR_BATCH_LOGITS", small)
-        assert audio_rd.chunked_nll_bits(prior, idx) == pytest.approx(want, rel=1e-4)
+        mp.setattr(model, "PRIOR_BATCH_LOGITS", small)
+        assert chunked_nll_bits(prior, idx) == pytest.approx(want, rel=1e-4)
 
 
 def test_actual_payload_gap_and_same_audio(evaluation, clips):
     seconds = {c.name: c.seconds for c in clips}
     for r in evaluation.records:
-        nll_bits = r.nll_kbps * seconds[r.clip] * 1000
-        payload_bits = r.payload_kbps * seconds[r.clip] * 1000
+        nll_bits = r["nll-kbps"] * seconds[r.item] * 1000
+        payload_bits = r["payload-kbps"] * seconds[r.item] * 1000
         assert payload_bits >= nll_bits - 1
-        assert r.kbps == r.payload_kbps < r.file_kbps
-        assert r.gap_percent == pytest.approx(100 * (payload_bits / nll_bits - 1), rel=1e-6)
+        assert r["kbps"] == r["payload-kbps"] < r["file-kbps"]
+        assert r["gap-percent"] == pytest.approx(100 * (payload_bits / nll_bits - 1), rel=1e-6)
     assert evaluation.nll_difference < 1e-3
-    assert evaluation.audio_difference < 1e-5
-    assert evaluation.max_gap == pytest.approx(max(r.gap_percent for r in evaluation.records)
+    assert evaluation.decoded_difference < 1e-5
+    assert evaluation.max_gap == pytest.approx(max(r["gap-percent"] for r in evaluation.records)
                                                / 100)
 
 
@@ -129,9 +135,9 @@ def test_batched_decode_is_decompress_audio(tiny_audio_model, clips):
     """The stereo 16 kHz clip: batched decode at the original rate, channels and length."""
     named = clips[1]
     net = tiny_audio_model.model
-    indices = audio_rd._encode_all(net, named.clip, 4, torch.device("cpu"))
+    indices = model.encode_clip(net, named.clip, 4, torch.device("cpu"))
     for n, kbps in zip([1, 2, 4], TINY_KBPS):
-        ours = audio_rd._decode_all(net, indices[:, :n], named.clip)
+        ours = model.decode_clip(net, indices[:, :n], named.clip)
         res = compress_audio(named.clip, model=tiny_audio_model, bitrate=kbps, device="cpu")
         real = decompress_audio(res.data, model=tiny_audio_model, device="cpu").samples
         assert ours.shape == real.shape == named.clip.samples.shape
@@ -139,35 +145,36 @@ def test_batched_decode_is_decompress_audio(tiny_audio_model, clips):
 
 
 def test_model_curve_and_saving(evaluation, clips, tiny_audio_model):
-    curve = audio_rd.audio_model_curve(evaluation, name=tiny_audio_model.name)
+    curve = model_curve(evaluation, name=tiny_audio_model.name)
     r = curve.results
     assert set(r) == MODEL_KEYS | ACTUAL_KEYS
     assert r["bitrate"] == pytest.approx(TINY_KBPS) and r["stages"] == [1, 2, 4]
     assert r["kbps"] == r["payload-kbps"] and "payload" in curve.description
-    first = [x for x in evaluation.records if x.bitrate == r["bitrate"][0]]
-    assert r["si-snr"][0] == pytest.approx(np.mean([x.si_snr for x in first]))
+    first = [x for x in evaluation.records if x.setting == r["bitrate"][0]]
+    assert r["si-snr"][0] == pytest.approx(np.mean([x["si-snr"] for x in first]))
     # raw-kbps: every coded index at log2(16) = 4 bits, all channels, padded frames included.
     a = by_key(evaluation.records)[r["bitrate"][0], "a.wav"]
     frames = -(-round(8000 * 0.63) // 40)
-    assert a.raw_kbps == pytest.approx(frames * 4 / a.seconds / 1000)
+    assert a["raw-kbps"] == pytest.approx(frames * 4 / a["seconds"] / 1000)
     b = by_key(evaluation.records)[r["bitrate"][2], "b.wav"]
-    assert b.raw_kbps == pytest.approx(2 * 4 * 4 * 200 / 1000, rel=0.05)  # stereo, 4 stages
-    saving = audio_rd.prior_saving(curve)
+    assert b["raw-kbps"] == pytest.approx(2 * 4 * 4 * 200 / 1000, rel=0.05)  # stereo, 4 stages
+    saving = prior_saving(curve, AUDIO)
     assert saving == pytest.approx(1 - np.array(r["nll-kbps"]) / np.array(r["raw-kbps"]))
 
 
 def test_audio_metrics_against_original(clips):
     named = clips[0]
-    si, mel, mse = audio_rd.clip_distortion(named.clip, named.clip.samples.copy())
-    assert si == 100.0 and mel == 0.0 and mse == 0.0
+    found = clip_distortion(named.clip, named.clip.samples.copy())
+    assert found == {"si-snr": 100.0, "mel-distance": 0.0, "mse": 0.0}
 
 
 # --- Opus, baseline names --------------------------------------------------------------------
 
 @needs_opus
 def test_opus_rows_monotone(clips):
-    records = audio_rd.evaluate_opus(clips, bitrates=[6, 12, 24])
-    curve = audio_rd.opus_curve(records)
+    (opus,), _ = resolve_baselines(["opus"], "audio")
+    records = evaluate_baseline(opus, clips, settings=[6, 12, 24])
+    curve = baseline_curve(opus, records)
     assert set(curve.results) == OPUS_KEYS
     assert curve.results["bitrate"] == [6.0, 12.0, 24.0]
     kbps = curve.values("kbps")
@@ -175,14 +182,14 @@ def test_opus_rows_monotone(clips):
 
 
 def test_audio_baseline_names(monkeypatch):
-    assert audio_rd.resolve_audio_baselines(["none"]) == ([], [])
-    with pytest.raises(audio_rd.RDError, match="'jpeg' is for images"):
-        audio_rd.resolve_audio_baselines(["opus", "jpeg"])
-    with pytest.raises(audio_rd.RDError, match="unknown baseline 'mp3'"):
-        audio_rd.resolve_audio_baselines(["mp3"])
-    monkeypatch.setattr(audio_rd, "opus_available", lambda: False)
-    names, notes = audio_rd.resolve_audio_baselines(["all"])
-    assert names == [] and "opus-tools" in notes[0]
+    assert resolve_baselines(["none"], "audio") == ([], [])
+    with pytest.raises(RDError, match="'jpeg' is for images"):
+        resolve_baselines(["opus", "jpeg"], "audio")
+    with pytest.raises(RDError, match="unknown baseline 'mp3'"):
+        resolve_baselines(["mp3"], "audio")
+    monkeypatch.setattr(baselines, "opus_available", lambda: False)
+    codecs, notes = resolve_baselines(["all"], "audio")
+    assert codecs == [] and "opus-tools" in notes[0]
 
 
 def test_folder_kind(tmp_path, folder):
@@ -280,7 +287,7 @@ def test_cli_image_folder_goes_to_the_image_path(tmp_path, tiny_model_path, monk
 def test_cli_interrupt_leaves_no_files(tmp_path, folder, tiny_audio_model_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(audio_rd, "audio_model_curve", interrupted)
+    monkeypatch.setattr(model, "model_curve", interrupted)
     r = invoke(folder, "--model", tiny_audio_model_path, "--device", "cpu", "--baselines",
                "none", "--out", tmp_path / "out")
     assert r.exit_code == 130

@@ -1,26 +1,50 @@
-"""Audio distortion measures for rate-distortion curves.
+"""Distortion measures for rate-distortion curves: images and audio.
 
-All functions take float arrays [channels, num_samples] (1-D is taken as mono), the reference
-first. Codecs may hand back a few samples more or fewer than they were given, so signals of
-different lengths are compared over the shorter length (the tail of the longer one is
-ignored); the channel counts must match.
+Images (CompressAI's `eval_model` conventions, so our numbers sit on the same axes as its
+published Kodak results):
+
+* PSNR is computed per image on 8-bit-rounded RGB (max 255); MS-SSIM likewise, with
+  `pytorch_msssim.ms_ssim(..., data_range=255)` on 0..255 floats. Grayscale images are compared
+  in RGB (the gray channel replicated three times, as `pipelines.image.image_to_tensor` does).
+* MS-SSIM needs at least `MS_SSIM_MIN_SIDE` (161) pixels on the short side (five scales of an
+  11-tap window). Smaller images get NaN, left out of a rate point's mean.
+* PSNR of an exact reconstruction would be infinite; the MSE is floored at 1e-10 (148 dB).
+
+Audio: float arrays [channels, num_samples] (1-D is taken as mono), the reference first. Codecs
+may hand back a few samples more or fewer than they were given, so signals of different lengths
+are compared over the shorter length (the tail of the longer one is ignored); the channel
+counts must match.
 
 * `si_snr`: scale-invariant signal-to-noise ratio in dB (Le Roux et al., "SDR - half-baked or
   well done?", ICASSP 2019), per channel then averaged, capped at +-`MAX_SI_SNR_DB`.
 * `mel_distance`: mean absolute difference of log10 mel spectrograms, a rough perceptual
   distance (lower is better).
 * `audio_mse`: mean squared error of the samples.
+
+`image_distortion` and `clip_distortion` give the values an `rd.RDRecord` holds, by their
+output keys.
 """
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
 import torchaudio
 
-__all__ = ["MAX_SI_SNR_DB", "MEL_FLOOR", "MEL_HOP", "MEL_N_FFT", "MEL_N_MELS", "audio_mse",
-           "mel_distance", "psnr", "si_snr"]
+from ..errors import RDError
+from ..io.audio import AudioClip
+from ..pipelines.image import image_to_tensor
+
+__all__ = ["MAX_SI_SNR_DB", "MEL_FLOOR", "MEL_HOP", "MEL_N_FFT", "MEL_N_MELS", "MIN_MSE",
+           "MS_SSIM_MIN_SIDE", "audio_mse", "check_dependencies", "clip_distortion",
+           "image_distortion", "image_levels", "mel_distance", "msssim_db", "psnr", "si_snr"]
+
+MS_SSIM_MIN_SIDE = 161
+"""Smallest short side (pixels) on which `pytorch_msssim.ms_ssim` is defined (> 10 * 2**4)."""
+
+MIN_MSE = 1e-10
 
 MAX_SI_SNR_DB = 100.0
 """SI-SNR of an exact (up to scale) reconstruction would be infinite; it is reported as 100 dB,
@@ -32,6 +56,84 @@ MEL_HOP = 256
 MEL_N_MELS = 64
 MEL_FLOOR = 1e-5
 """Mel power below this is clamped before the log10 (-50 dB), so silence compares as equal."""
+
+
+# --------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------
+
+def _ms_ssim():
+    try:
+        from pytorch_msssim import ms_ssim
+    except ImportError:
+        raise RDError("MS-SSIM needs the pytorch-msssim package: "
+                      "pip install 'vqcodec[rd]'") from None
+    return ms_ssim
+
+
+def check_dependencies() -> None:
+    """Raise `RDError` early when a package the image measurements need is missing."""
+    _ms_ssim()
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB) of [B, 3, H, W] tensors in [0, 1], both rounded to 8 bits first;
+    in the tensors' own dtype and device, as training validates (no MS-SSIM dependency)."""
+    mse = ((x * 255).round() - (y * 255).round()).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(255.0 ** 2 / mse.clamp_min(MIN_MSE))
+
+
+def image_levels(array: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 HxW / HxWx3 -> float [3, H, W] of 8-bit levels (gray replicated), through the
+    pipeline's own input step."""
+    return (image_to_tensor(array, 1, torch.device(device))[0] * 255).round()
+
+
+def image_distortion(original: torch.Tensor, decoded: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-image MSE, PSNR (dB) and MS-SSIM of 8-bit RGB images.
+
+    Args:
+        original: [B, 3, H, W] floats in 0..255 (integers).
+        decoded: [B, 3, H, W] floats in 0..255; rounded and clamped to 8 bits here.
+
+    Returns:
+        {"psnr-rgb", "ms-ssim-rgb", "mse"}: float64 arrays [B]; MS-SSIM is NaN when
+        min(H, W) < 161.
+    """
+    decoded = decoded.clamp(0, 255).round()
+    original = original.float()
+    mse = (decoded - original).double().pow(2).flatten(1).mean(1).cpu().numpy()
+    psnr = 10 * np.log10(255.0 ** 2 / np.maximum(mse, MIN_MSE))
+    if min(original.shape[-2:]) >= MS_SSIM_MIN_SIDE:
+        ms = _ms_ssim()(original, decoded, data_range=255, size_average=False)
+        msssim = ms.double().cpu().numpy().reshape(-1)
+    else:
+        msssim = np.full(len(mse), np.nan)
+    return {"psnr-rgb": psnr, "ms-ssim-rgb": msssim, "mse": mse}
+
+
+def msssim_db(value: float) -> float:
+    """MS-SSIM in dB, -10 log10(1 - MS-SSIM), as CompressAI's plots show it."""
+    if value is None or not math.isfinite(value):
+        return math.nan
+    return -10 * math.log10(max(1 - value, 1e-10))
+
+
+# --------------------------------------------------------------------------------------------
+# Audio
+# --------------------------------------------------------------------------------------------
+
+def clip_distortion(original: AudioClip, decoded: np.ndarray) -> dict[str, float]:
+    """SI-SNR (dB), mel distance and MSE of a decoded clip against the original.
+
+    Args:
+        original: the clip as loaded.
+        decoded: float [channels, num_samples] at the original's sample rate.
+    """
+    ref = original.samples
+    return {"si-snr": si_snr(ref, decoded),
+            "mel-distance": mel_distance(ref, decoded, original.sample_rate),
+            "mse": audio_mse(ref, decoded)}
 
 
 def _pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,10 +237,3 @@ def audio_mse(reference: np.ndarray, estimate: np.ndarray) -> float:
     """
     ref, est = _pair(reference, estimate)
     return float(np.mean((ref - est) ** 2))
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of [B, 3, H, W] tensors in [0, 1], both rounded to 8 bits first;
-    in the tensors' own dtype and device, as training validates (no MS-SSIM dependency)."""
-    mse = ((x * 255).round() - (y * 255).round()).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(255.0 ** 2 / mse.clamp_min(1e-10))

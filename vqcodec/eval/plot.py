@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import atomic_output
-from .rd import RDCurve, msssim_db
+from .metrics import msssim_db
+from .rd import RDCurve
 
 __all__ = ["plot_rd"]
 
