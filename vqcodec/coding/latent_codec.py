@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import math
 
@@ -20,13 +20,15 @@ from .context import pass_masks
 from ..nn.grouped_rvq import GroupedResidualQuantizer
 from ..nn.fixed_point import ExpTable, exact_mode
 from ..nn.image_prior import GroupedStagePrior, StagePrior
-from ..nn.integer_prior import IntegerStagePrior
 from ..nn.rvq import ResidualQuantizer
 from ..errors import CorruptPayloadError
 from .entropy import IndexDecoder, IndexEncoder, nll_bits, probability_table
 
 # (stage, pass mask [H, W], logits of the pass's positions [n, K], their probability
 # table [n, K]) -> the indices at those positions [n]
+if TYPE_CHECKING:
+    from ..nn.integer_prior import IntegerStagePrior
+
 PassCoder = Callable[[int, torch.Tensor, torch.Tensor, np.ndarray], np.ndarray]
 
 
@@ -270,7 +272,7 @@ class IntegerStageCodec(StageByStageCodec):
     portable = True
     input_dtype = torch.float64
 
-    def __init__(self, *, prior: IntegerStagePrior, quantizer) -> None:
+    def __init__(self, *, prior: "IntegerStagePrior", quantizer) -> None:
         self.prior, self.quantizer = prior, quantizer
 
     @property

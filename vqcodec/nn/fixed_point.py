@@ -204,7 +204,34 @@ def isqrt(n: torch.Tensor) -> torch.Tensor:
     return r
 
 
-class _IntegerLayer(nn.Module):
+def compact_integers(t: torch.Tensor) -> torch.Tensor:
+    """A float64 tensor of integers as the smallest of int16/int32/int64 that holds it (for
+    model files: the values, and so their float64 form after loading, are unchanged)."""
+    if t.dtype != DTYPE or not t.numel():
+        return t
+    m = float(t.abs().max())
+    if not torch.equal(t, t.round()):
+        raise ValueError("not an integer tensor")
+    for dtype, bound in ((torch.int16, 2 ** 15), (torch.int32, 2 ** 31)):
+        if m < bound:
+            return t.to(dtype)
+    return t.to(torch.int64)
+
+
+class CompactState:
+    """Mixin for integer modules: their float64 integer buffers go into state dicts (and so
+    model files) as int16/int32/int64 (`compact_integers`); loading copies them back into the
+    float64 buffers exactly."""
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for name, buf in self._buffers.items():
+            key = prefix + name
+            if buf is not None and key in destination:
+                destination[key] = compact_integers(buf.detach())
+
+
+class _IntegerLayer(CompactState, nn.Module):
     """Integer weights and bias (float64 buffers), a per-output-channel right shift (int64)
     from the accumulator to the output activation, and a clamp to ACT_MAX."""
 
@@ -295,7 +322,7 @@ class IntegerLinear(_IntegerLayer):
         return self._finish(self.accumulate(x), -1, extra)
 
 
-class ExpTable(nn.Module):
+class ExpTable(CompactState, nn.Module):
     """Integer logits -> integer counts, by table lookup (no exp at coding time).
 
     A logit L is an integer in units of 2^-logit_exp nats. For a row of logits, with

@@ -29,7 +29,7 @@ from . import fixed_point as fp
 from .fixed_point import DTYPE, ExpTable, IntegerConv2d
 
 
-class IntegerStagePrior(nn.Module):
+class IntegerStagePrior(fp.CompactState, nn.Module):
     """Integer prior over residual-VQ indices, whole-vector (num_groups = 0) or grouped.
 
     Built by `from_float` (conversion) or `from_config` (loading a model file).
