@@ -22,8 +22,8 @@ from .metrics import clip_distortion, image_distortion, image_levels
 from .opus import BaselineError, opus_available, opus_roundtrip
 from .rd import MEDIA, ProgressCallback, RDCurve, RDRecord, summarize
 
-__all__ = ["BASELINE_NAMES", "DEFAULT_BASELINES", "DEFAULT_BASELINE_SETTINGS", "BaselineCodec", "BaselineRun",
-           "baseline_curve", "evaluate_baseline", "resolve_baselines"]
+__all__ = ["BASELINE_NAMES", "DEFAULT_BASELINES", "DEFAULT_BASELINE_SETTINGS", "BaselineCodec",
+           "BaselineRun", "baseline_curve", "evaluate_baseline", "resolve_baselines"]
 
 BASELINE_NAMES: dict[str, tuple[str, ...]] = {"image": ("jpeg", "webp", "avif", "jpegxl"),
                                               "audio": ("opus",)}

@@ -29,17 +29,18 @@ import torch
 
 from ..coding import latent_codec
 from ..errors import RDError
-from ..pipelines.audio import (compress_audio, decode_channel, decompress_audio,
+from ..io.audio import AudioClip
+from ..pipelines.audio import (AudioCompression, compress_audio, decode_channel, decompress_audio,
                                encode_channel, model_input, model_output)
-from ..pipelines.image import (compress_image, decompress_image, image_to_tensor, rgb_to_luma,
-                               to_8bit)
+from ..pipelines.image import (ImageCompression, compress_image, decompress_image, image_to_tensor,
+                               rgb_to_luma, to_8bit)
 from ..zoo.registry import LoadedModel
 from .items import NamedClip, NamedImage, RDItem
 from .metrics import MS_SSIM_MIN_SIDE, clip_distortion, image_distortion, image_levels
 from .rd import MEDIA, ProgressCallback, RDCurve, RDRecord, summarize
 
-__all__ = ["PRIOR_BATCH_LOGITS", "ModelEvaluation", "chunked_nll_bits", "evaluate_model",
-           "model_curve"]
+__all__ = ["PRIOR_BATCH_LOGITS", "ModelEvaluation", "chunked_nll_bits", "decode_clip",
+           "encode_clip", "evaluate_model", "model_curve"]
 
 PRIOR_BATCH_LOGITS = 2 ** 25
 """Most logits (chunks x stages x frames x codes) one batched audio prior pass may produce:
@@ -117,7 +118,8 @@ class _Steps:
 
     batches: Callable[[LoadedModel, Sequence[RDItem], list[tuple[int, float]], int],
                       Iterator[_Batch]]
-    roundtrip: Callable[[LoadedModel, RDItem, int, torch.device], tuple[object, object, float]]
+    roundtrip: Callable[[LoadedModel, RDItem, int, torch.device],
+                        tuple[ImageCompression | AudioCompression, object, float]]
     distortion: Callable[[Sequence[RDItem], Sequence], list[dict[str, float]]]
 
 
@@ -228,13 +230,13 @@ def chunked_nll_bits(prior: torch.nn.Module, indices: torch.Tensor) -> float:
     return float(total)
 
 
-def encode_clip(net, clip, stages: int, device: torch.device) -> torch.Tensor:
+def encode_clip(net, clip: AudioClip, stages: int, device: torch.device) -> torch.Tensor:
     """Indices [C, S', F] of every channel, as `compress_audio` encodes them."""
     return torch.stack([encode_channel(net, model_input(samples, clip.sample_rate, net)
                                        .to(device), stages) for samples in clip.samples])
 
 
-def decode_clip(net, indices: torch.Tensor, clip) -> np.ndarray:
+def decode_clip(net, indices: torch.Tensor, clip: AudioClip) -> np.ndarray:
     """What `decompress_audio` hands back for indices [C, S', F] of a clip."""
     out = [model_output(decode_channel(net, channel).cpu().numpy(), net, clip.sample_rate,
                         clip.num_samples) for channel in indices]
@@ -329,43 +331,46 @@ def evaluate_model(loaded: LoadedModel, items: Sequence[RDItem], *,
     settings = (qualities if medium.kind == "image"
                 else [loaded.model.config.kbps(n) for n in stage_list])
     rate = medium.rate
+    main = medium.metrics[0]
     found: dict[tuple[int, int], RDRecord] = {}  # (rate setting, item) -> record
     nll_diff = decoded_diff = mismatch = metric_diff = 0.0
     max_gap = -math.inf
     for batch in steps.batches(loaded, items, list(zip(qualities, settings)), batch_size):
         members = [items[i] for i in batch.members]
-        metrics = steps.distortion(members, batch.decoded)
-        for j, item in enumerate(members):
-            nll = item.rate(batch.bits[j])
-            found[batch.point, batch.members[j]] = RDRecord(
+        records = []
+        for item, bits, metrics, extra in zip(members, batch.bits,
+                                              steps.distortion(members, batch.decoded),
+                                              batch.extra):
+            nll = item.rate(bits)
+            records.append(RDRecord(
                 loaded.name, settings[batch.point], item.name, stages=batch.stages, values={
-                    **item.columns(), rate: nll, f"nll-{rate}": nll, **metrics[j],
+                    **item.columns(), rate: nll, f"nll-{rate}": nll, **metrics,
                     "encoding_time": batch.encoding_time,
-                    "decoding_time": batch.decoding_time, **batch.extra[j]})
+                    "decoding_time": batch.decoding_time, **extra}))
         if actual:
             real = []
-            for j, item in enumerate(members):
+            for item, record, bits, decoded in zip(members, records, batch.bits,
+                                                   batch.decoded):
                 res, out, decode_s = steps.roundtrip(loaded, item, qualities[batch.point],
                                                      device)
                 real.append(out)
                 nll_bits = max(res.nll_bits, 1e-9)
                 gap = 8 * res.payload_bytes / nll_bits - 1
-                nll_diff = max(nll_diff, abs(batch.bits[j] - res.nll_bits) / nll_bits)
-                max_gap = max(max_gap, gap)
-                difference = np.abs(_as_array(out) - _as_array(batch.decoded[j]))
-                decoded_diff = max(decoded_diff, float(difference.max()))
-                mismatch = max(mismatch, float((difference > 0).mean()))
                 payload = item.rate(8 * res.payload_bytes)
-                found[batch.point, batch.members[j]].values.update({
+                record.values.update({
                     rate: payload, f"payload-{rate}": payload,
                     f"nll-{rate}": item.rate(res.nll_bits),
                     f"file-{rate}": item.rate(8 * len(res.data)), "gap-percent": 100 * gap,
                     "encoding_time": res.seconds, "decoding_time": decode_s})
-            for j, values in enumerate(steps.distortion(members, real)):
-                record = found[batch.point, batch.members[j]]
-                main = medium.metrics[0]
-                metric_diff = max(metric_diff, abs(record[main] - values[main]))
-                record.values.update(values)
+                difference = np.abs(_as_array(out) - _as_array(decoded))
+                nll_diff = max(nll_diff, abs(bits - res.nll_bits) / nll_bits)
+                decoded_diff = max(decoded_diff, float(difference.max()))
+                mismatch = max(mismatch, float((difference > 0).mean()))
+                max_gap = max(max_gap, gap)
+            for record, metrics in zip(records, steps.distortion(members, real)):
+                metric_diff = max(metric_diff, abs(record[main] - metrics[main]))
+                record.values.update(metrics)
+        found.update({(batch.point, i): r for i, r in zip(batch.members, records)})
         if progress is not None:
             progress(len(members),
                      f"{loaded.name} {medium.setting_label(settings[batch.point])}")
