@@ -21,7 +21,7 @@ from vqcodec.nn.fixed_point import DTYPE, floor_div, isqrt
 
 from conftest import TINY_AUDIO_CONFIG
 
-K, S, CONTEXT = TINY_AUDIO_CONFIG.num_codes, TINY_AUDIO_CONFIG.num_stages, TINY_AUDIO_CONFIG.prior_context
+K, CONTEXT = TINY_AUDIO_CONFIG.num_codes, TINY_AUDIO_CONFIG.prior_context
 
 
 def random_indices(channels: int, stages: int, frames: int, seed: int = 0) -> torch.Tensor:
@@ -116,10 +116,11 @@ def test_lean_division_and_sqrt_are_exact():
     a = torch.randint(-2 ** 50, 2 ** 50, (20000,), generator=g).to(DTYPE)
     b = torch.randint(1, 2 ** 30, (20000,), generator=g).to(DTYPE)
     a[:100] = b[:100] * torch.arange(100, dtype=DTYPE) + torch.floor(b[:100] / 2)  # ties
-    assert torch.equal(torch.from_numpy(_round_div(a.numpy(), b.numpy())), floor_div(2 * a + b, 2 * b))
+    lean = torch.from_numpy(_round_div(a.numpy(), b.numpy()))
+    assert torch.equal(lean, floor_div(2 * a + b, 2 * b))
     r = torch.randint(0, 2 ** 26, (20000,), generator=g).to(DTYPE)
-    n = torch.cat([r * r, r * r - 1, r * r + r, torch.randint(0, 2 ** 52, (20000,), generator=g).to(DTYPE)])
-    n = n.clamp(min=0)
+    big = torch.randint(0, 2 ** 52, (20000,), generator=g).to(DTYPE)
+    n = torch.cat([r * r, r * r - 1, r * r + r, big]).clamp(min=0)
     assert torch.equal(torch.from_numpy(_isqrt(n.numpy())), isqrt(n))
 
 
@@ -179,13 +180,18 @@ print(hashlib.sha256(tables.numpy().tobytes()).hexdigest(),
       hashlib.sha256(coded.payload).hexdigest(), bool(torch.equal(back, idx)))
 """
 
+# The integer prior runs on numpy, whose OpenBLAS picks its kernel per CPU (DYNAMIC_ARCH):
+# OPENBLAS_CORETYPE=Prescott forces the SSE3 one, as an old CPU would get.
 KERNEL_SETTINGS = [{"ONEDNN_MAX_CPU_ISA": "SSE41"}, {"ATEN_CPU_CAPABILITY": "default"},
-                   {"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "2"}]
+                   {"OMP_NUM_THREADS": "1"},
+                   {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"},
+                   {"OPENBLAS_CORETYPE": "Prescott"}]
 
 
 def test_tables_identical_across_kernels(tiny_integer_audio_model_path, tmp_path):
-    """Encode and decode in subprocesses under other CPU kernels and thread counts: the count
-    tables and payload are the same bytes, and the parent's payload decodes everywhere."""
+    """Encode and decode in subprocesses under other CPU kernels (oneDNN, ATen, OpenBLAS) and
+    thread counts: the count tables and payload are the same bytes, and the parent's payload
+    decodes everywhere."""
     from vqcodec.zoo.registry import load_model
 
     codec = file_codec(load_model(tiny_integer_audio_model_path).model)

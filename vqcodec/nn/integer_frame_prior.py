@@ -24,7 +24,6 @@ may compute a chunk's tables in one pass and the decoder walk frame by frame.
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -36,7 +35,7 @@ from torch import nn
 
 from .audio_prior import FramePrior
 from .fixed_point import (ACT_MAX, DTYPE, ExpTable, IntegerLinear, activation_exponent,
-                          check_exact, pow2, pow2_tensor, quantize_to_exponent,
+                          check_exact, pow2, quantize_to_exponent,
                           quantize_weight, requantize)
 
 NORM_EXP = 14  # layer-norm outputs: |y| <= sqrt(width) * 2^14 < ACT_MAX for width <= 3000
@@ -137,7 +136,8 @@ def _folded_linear(linear: nn.Linear, norm: nn.LayerNorm | None = None,
     """`linear` (in float64) with a preceding layer norm's gain and bias folded in:
     W (g*y + b) + c = (W diag g) y + (W b + c); rows optionally scaled."""
     w = linear.weight.detach().double()
-    b = linear.bias.detach().double() if linear.bias is not None else torch.zeros(len(w), dtype=DTYPE)
+    b = (linear.bias.detach().double() if linear.bias is not None
+         else torch.zeros(len(w), dtype=DTYPE))
     if norm is not None:
         b = b + w @ norm.bias.detach().double()
         w = w * norm.weight.detach().double()
@@ -303,15 +303,17 @@ class IntegerFramePrior(nn.Module):
         for block in self.blocks:
             block.prepare()
         self.gelu.prepare()
-        self._depth_fc1, self._depth_fc2 = _Requantizer(self.depth_fc1), _Requantizer(self.depth_fc2)
-        mantissas = self.code_embedding.to(DTYPE)
-        shift = self.code_embedding_exp
-        self._embed_residual = requantize(mantissas, shift - self.residual_exp, act_max=None).numpy()
-        self._embed_context = requantize(mantissas, shift - self.context_exp, act_max=None).numpy()
+        self._depth_fc1 = _Requantizer(self.depth_fc1)
+        self._depth_fc2 = _Requantizer(self.depth_fc2)
+        mantissas, exp = self.code_embedding.to(DTYPE), self.code_embedding_exp
+        # The code embeddings at the two exponents they are summed at (exact requantization).
+        self._embed_residual = requantize(mantissas, exp - self.residual_exp, act_max=None).numpy()
+        self._embed_context = requantize(mantissas, exp - self.context_exp, act_max=None).numpy()
         as_array = lambda t: t.numpy().astype(np.float64)
         self._start, self._position = as_array(self.start), as_array(self.position)
         self._rate, self._stage = as_array(self.rate_embedding), as_array(self.stage_embedding)
-        self._hidden_scale, self._hidden_bias = as_array(self.hidden_scale), as_array(self.hidden_bias)
+        self._hidden_scale = as_array(self.hidden_scale)
+        self._hidden_bias = as_array(self.hidden_bias)
         self._hidden_offset, self._hidden_factor = (float(v) for v in _shift_factors(
             np.array(NORM_EXP + self.hidden_scale_exp - self.context_exp)))
         self._out_weight = np.ascontiguousarray(
@@ -371,8 +373,8 @@ class IntegerFramePrior(nn.Module):
                                                       residual_exp))
         _copy(integer.depth_fc1, IntegerLinear.from_float(
             _folded_linear(prior.depth_mlp[1], prior.depth_mlp[0]), NORM_EXP, GELU_EXP))
-        _copy(integer.depth_fc2, IntegerLinear.from_float(_folded_linear(prior.depth_mlp[3]), GELU_EXP,
-                                                          context_exp))
+        _copy(integer.depth_fc2, IntegerLinear.from_float(_folded_linear(prior.depth_mlp[3]),
+                                                          GELU_EXP, context_exp))
         e = prior.out_embedding.detach().double() * prior.out_norm.weight.detach().double()
         bias = prior.out_bias.detach().double() + \
             prior.out_embedding.detach().double() @ prior.out_norm.bias.detach().double()
