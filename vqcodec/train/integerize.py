@@ -75,11 +75,28 @@ def integerize_model(loaded, *, images: Sequence[np.ndarray] | None = None,
         integerize_image_model(net, calibration, **options)
     else:
         from ..nn.integer_frame_prior import IntegerFramePrior
+        clips = training_clips() if clips is None else clips
         calibration = _audio_calibration_indices(loaded, clips)
         net.integer_prior = IntegerFramePrior.from_float(net.prior, calibration, **options)
     if log is not None:
         print(f"integerized {loaded.name}: {time.process_time() - t0:.1f} CPU s", file=log)
     return net
+
+
+def training_clips(count: int = 8, seconds: float = 4.0) -> list[tuple[np.ndarray, int]]:
+    """(samples [C, n], rate) of `count` training files of the default audio split (evenly
+    spread over it: speech and music), each cut to its first `seconds`."""
+    from ..io.audio import load_audio
+    from .data import default_audio_split
+    files = default_audio_split()[0]
+    if not files:
+        raise FileNotFoundError("no audio training files for calibration")
+    picks = [files[int(i)] for i in np.linspace(0, len(files) - 1, min(count, len(files)))]
+    clips = []
+    for f in picks:
+        clip = load_audio(f)
+        clips.append((clip.samples[:, :int(seconds * clip.sample_rate)], clip.sample_rate))
+    return clips
 
 
 def _audio_calibration_indices(loaded, clips):
