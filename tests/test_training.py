@@ -185,3 +185,45 @@ def test_grouped_model_codebooks_filter_prior_export_and_use(tmp_path, rng):
                                  "--model", str(out)])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "run" / "config.json").read_text())["num_groups"] == 4
+
+
+def test_training_commands_report_user_errors_in_one_line(tmp_path, rng):
+    """Misuse is a TrainingError: one line on stderr and exit status 1, no traceback."""
+    from vqcodec.train.loop import write_run_config
+    from conftest import TINY_AUDIO_CONFIG
+    run = tmp_path / "run"
+    write_run_config(run, TINY_AUDIO_CONFIG)
+    cases = [["image-prior", str(run), "--train", "x"],          # an audio run, not image
+             ["image-filter", str(tmp_path / "empty")],           # nothing to filter yet
+             ["export", str(run), str(tmp_path / "m.safetensors"), "--name", "m",
+              "--default-quality", "1"]]                          # no trained prior
+    for args in cases:
+        r = CliRunner().invoke(cli, ["train", *args])
+        assert r.exit_code == 1, (args, r.output)
+        assert r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
+
+
+def test_training_run_resumes_saves_atomically_and_closes_its_log(tmp_path):
+    """TrainingRun: progress entries under a prefix beside the file's other entries, a log
+    that is closed after the with block, and wall + CPU seconds on every line."""
+    import torch
+
+    from vqcodec.train.loop import TrainingRun
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters())
+    torch.save({"model": model.state_dict(), "step": 7}, tmp_path / "state.pt")
+    job = TrainingRun(tmp_path, log_file="f.txt", prefix="filter_")
+    assert not job.resumed and job.step == 0
+    with job:
+        job.train(model=model, optimizer=opt, take_step=lambda: 1.0,
+                  describe=lambda m: f"x {m[0]:.1f}", evaluate=lambda: "ok", minutes=1,
+                  max_steps=2, log_every=1, eval_every_s=1e9)
+    assert job._log is None  # closed
+    st = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert st["step"] == 7 and st["filter_step"] == 2 and "filter_opt" in st
+    assert not (tmp_path / "state.tmp").exists()
+    lines = (tmp_path / "f.txt").read_text().splitlines()
+    assert lines[0].startswith("step 1 wall ") and " cpu " in lines[0] and lines[0].endswith("x 1.0")
+    assert lines[-1].startswith("EVAL step 2 wall ") and lines[-1].endswith(" ok")
+    again = TrainingRun(tmp_path, log_file="f.txt", prefix="filter_")
+    assert again.resumed and again.step == 2

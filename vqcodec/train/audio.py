@@ -16,7 +16,7 @@ from ..coding import latent_codec
 from ..eval.metrics import si_snr
 from ..nn.audio_model import AudioModelConfig, VQAudioModel
 from .data import SegmentSampler, load_audio_set, validation_segments
-from .loop import TrainingRun, write_run_config
+from .loop import TrainingRun, read_run_config, write_run_config
 from .prior import fit_prior
 
 EVAL_STAGES = (2, 4, 8, 16)  # stage counts reported in EVAL lines (those <= S)
@@ -48,7 +48,7 @@ def _audio_sets(run_dir: Path, train: list[Path], val: list[Path], rate: int
 
 
 def train_audio_autoencoder(*, run: str, train: list[Path], val: list[Path],
-                            config: AudioModelConfig, minutes: float, batch: int = 8,
+                            config: AudioModelConfig | None = None, minutes: float, batch: int = 8,
                             seconds: float = 1.0, lr: float = 3e-4, mel_weight: float = 0.1,
                             commit_weight: float = 0.25, log_every: int = 25,
                             eval_every_s: float = 300, device: str = "cpu",
@@ -63,13 +63,15 @@ def train_audio_autoencoder(*, run: str, train: list[Path], val: list[Path],
     Args:
         run: run folder (state.pt, config.json, log.txt, cached audio).
         train, val: audio files.
-        config: model sizes (written to config.json).
+        config: model sizes (written to config.json); None: the run's config.json, or for a
+            new run the default audio config.
         minutes, max_steps: the budget of this call.
         batch, seconds, lr: segments per step, their length, Adam's learning rate.
         eval_every_s: seconds between validation lines (and checkpoints).
         device: "cpu" or "cuda".
     """
     job = TrainingRun(run, device=device)
+    config = read_run_config(run, "audio") if config is None else config
     write_run_config(run, config)
     rate = config.sample_rate
     model = VQAudioModel(config).to(device)
@@ -140,8 +142,9 @@ def encode_signals(model: VQAudioModel, signals: list[torch.Tensor], *, frames: 
     return torch.cat(out)
 
 
-def train_audio_prior(*, run: str, config: AudioModelConfig, train: list[Path], val: list[Path],
-                      minutes: float, batch: int = 8, lr: float = 5e-4, log_every: int = 25,
+def train_audio_prior(*, run: str, train: list[Path], val: list[Path], minutes: float,
+                      config: AudioModelConfig | None = None, batch: int = 8,
+                      lr: float = 5e-4, log_every: int = 25,
                       eval_every_s: float = 300, max_windows: int = 4000,
                       max_steps: int | None = None) -> None:
     """Train the frame prior on indices of the frozen autoencoder in `<run>/state.pt`;
@@ -150,12 +153,13 @@ def train_audio_prior(*, run: str, config: AudioModelConfig, train: list[Path], 
 
     Args:
         run: run folder.
-        config: the model config.
+        config: the model config (default: the run's config.json).
         train, val: audio files (their cached signals in the run folder are reused).
         minutes, max_steps: the budget of this call.
         batch, lr: windows of `config.prior_context` frames per step, Adam's learning rate.
         max_windows: at most this many training windows are encoded (cached).
     """
+    config = read_run_config(run, "audio") if config is None else config
     model = VQAudioModel(config)
     s_total = config.num_stages
 

@@ -33,6 +33,13 @@ def default_image_split() -> tuple[list[str], list[str]]:
     return train, [f"{SHARED_IMAGES}/bsds500/test"]
 
 
+def image_split(train: list[str], val: list[str]) -> tuple[list[str], list[str]]:
+    """The given training / validation image folders and files, or for either left empty
+    the default split's."""
+    default_train, default_val = default_image_split()
+    return list(train) or default_train, list(val) or default_val
+
+
 def load_rgb(path: Path) -> torch.Tensor:
     """uint8 tensor [3, H, W]."""
     with Image.open(path) as im:
@@ -119,6 +126,13 @@ def audio_files(paths: list[str]) -> list[Path]:
     """The audio files of folders (searched recursively) and files, in the given order."""
     return [f for p in paths
             for f in (list_media(p, "audio", recursive=True) if Path(p).is_dir() else [Path(p)])]
+
+
+def audio_split(train: list[str], val: list[str]) -> tuple[list[Path], list[Path]]:
+    """The audio files of the given training / validation folders and files, or for either
+    left empty the default split's."""
+    default_train, default_val = default_audio_split()
+    return audio_files(train) or default_train, audio_files(val) or default_val
 
 
 def load_mono(path: Path, sample_rate: int) -> torch.Tensor:

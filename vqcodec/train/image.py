@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,8 @@ from ..errors import TrainingError
 from ..eval.metrics import psnr
 from ..nn.grouped_rvq import train_codebooks
 from ..nn.image_autoencoder import init_linear_path_from_pca
-from ..nn.image_model import ImageModelConfig, VQImageModel
+from ..nn.image_model import (GROUPED_RD_LAMBDAS, GROUPED_RUN_CONFIG, ImageModelConfig,
+                              VQImageModel)
 from .data import CropSampler, load_training_images, validation_crops
 from .loop import TrainingRun, read_run_config, write_run_config
 from .prior import fit_prior
@@ -25,8 +27,9 @@ from .prior import fit_prior
 EVAL_STAGES = (2, 4, 8, 12, 16, 20, 24)  # stage counts reported in EVAL lines (those <= S)
 
 
-def train_autoencoder(*, run: str, train: list[str], val: list[str], config: ImageModelConfig,
-                      minutes: float, batch: int = 16, crop: int = 128, lr: float = 4e-4,
+def train_autoencoder(*, run: str, train: list[str], val: list[str],
+                      config: ImageModelConfig | None = None, minutes: float,
+                      batch: int = 16, crop: int = 128, lr: float = 4e-4,
                       commit_weight: float = 0.25, log_every: int = 50,
                       eval_every_s: float = 300, device: str = "cpu",
                       max_steps: int | None = None, val_crop: int = 256,
@@ -38,7 +41,8 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str], config: Ima
     Args:
         run: run folder (state.pt, config.json, log.txt).
         train: image folders or files for training; val: the same for validation.
-        config: model sizes (written to config.json).
+        config: model sizes (written to config.json); None: the run's config.json, or for a
+            new run `init_from`'s config or the config new runs start from.
         minutes: wall-clock budget of this call.
         batch, crop, lr, commit_weight: the optimisation.
         eval_every_s: seconds between validation PSNR lines (and checkpoints).
@@ -52,6 +56,11 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str], config: Ima
         linear_lr_scale: learning rate of the linear path relative to `lr`.
     """
     job = TrainingRun(run, device=device)
+    if config is None:
+        config = read_run_config(run, "image")
+        if init_from and not job.resumed:
+            from ..zoo.registry import load_model
+            config = load_model(init_from).model.config
     model = VQImageModel(config).to(device)
     # Adam moves every weight by ~lr per step whatever its gradient, which would shake the
     # PCA-initialised linear path off its optimum: it gets a smaller rate.
@@ -144,9 +153,10 @@ def prior_bits_per_stage(model: VQImageModel, indices: torch.Tensor, batch: int 
     return total / (indices.shape[0] * indices.shape[-2] * indices.shape[-1])
 
 
-def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list[str],
-                config: ImageModelConfig, minutes: float, crop: int = 256, num_crops: int = 1600,
-                batch: int = 8, stages_per_step: int = 6, lr: float = 1e-3,
+def train_prior(*, run: str, train: list[str], val: list[str], minutes: float,
+                autoencoder_state: str | None = None, config: ImageModelConfig | None = None,
+                crop: int = 256, num_crops: int = 1600, batch: int = 8,
+                stages_per_step: int = 6, lr: float = 1e-3,
                 log_every: int = 50, eval_every_s: float = 300,
                 max_steps: int | None = None, rd_lambdas: list[float] | None = None) -> None:
     """Train the prior on indices of a frozen autoencoder (crops are encoded once, up front).
@@ -155,15 +165,19 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
 
     Args:
         run: run folder.
-        autoencoder_state: state.pt written by `train_autoencoder`.
         train, val: image folders or files.
-        config: the model config the autoencoder was trained with.
+        autoencoder_state: the state file written by `train_autoencoder` or
+            `train_grouped_codebooks` (default `<run>/state.pt`).
+        config: the model config the autoencoder was trained with (default: the run's).
         minutes: wall-clock budget; max_steps: or this many steps (tests).
         crop, num_crops: size and number of training crops encoded once (cached in the run).
         batch, stages_per_step, lr: the optimisation (each step scores a random subset of stages).
         rd_lambdas: grouped models: the rate weights of the model's qualities (crops are coded
-            at each in turn).
+            at each in turn); default the shipped ones (`GROUPED_RD_LAMBDAS`).
     """
+    config = read_run_config(run, "image") if config is None else config
+    if config.num_groups and rd_lambdas is None:
+        rd_lambdas = GROUPED_RD_LAMBDAS
     model = VQImageModel(config)
     s_total = config.num_stages
 
@@ -182,8 +196,9 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
                                     count=min(64, num_crops), seed=2, rd_lambdas=rd_lambdas)}
 
     def log2_likelihoods(indices: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-        # Each step scores a random subset of the stages: cheaper, and as good per second.
-        stages = torch.randperm(s_total, generator=rng)[:min(stages_per_step, s_total)].sort().values
+        # Each step scores a random subset of the stages (fewer prior passes per step).
+        picked = torch.randperm(s_total, generator=rng)[:min(stages_per_step, s_total)]
+        stages = picked.sort().values
         return latent_codec(model).forward(indices.long(), stages)
 
     def evaluate(val_indices: torch.Tensor) -> str:
@@ -196,14 +211,16 @@ def train_prior(*, run: str, autoencoder_state: str, train: list[str], val: list
                        for n in EVAL_STAGES if n <= s_total)
         return "per-stage " + " ".join(f"{b:.2f}" for b in bits.tolist()) + " | " + row
 
-    fit_prior(model, run=run, autoencoder_state=autoencoder_state, index_cache="prior_crops.pt",
+    fit_prior(model, run=run, autoencoder_state=autoencoder_state or Path(run) / "state.pt",
+              index_cache="prior_crops.pt",
               encode_index_sets=encode_index_sets, log2_likelihoods=log2_likelihoods,
               evaluate=evaluate, minutes=minutes, max_steps=max_steps, batch=batch, lr=lr,
               log_every=log_every, eval_every_s=eval_every_s, warm_start=start_scales)
 
 
-def train_grouped_codebooks(*, run: str, train: list[str], config: ImageModelConfig,
-                            rd_lambda: float, crop: int = 128, pca_crops: int = 1000,
+def train_grouped_codebooks(*, run: str, train: list[str], rd_lambda: float,
+                            config: ImageModelConfig = GROUPED_RUN_CONFIG, crop: int = 128,
+                            pca_crops: int = 1000,
                             codebook_crops: int = 3000, iters: int = 12) -> None:
     """Build a grouped model's transform and quantizer (vqimage-v3): the block PCA of training
     crops, then entropy-constrained codebooks on the latents of other crops. Writes
@@ -212,8 +229,9 @@ def train_grouped_codebooks(*, run: str, train: list[str], config: ImageModelCon
     Args:
         run: a new run folder.
         train: image folders or files.
-        config: a model config with num_groups > 0, linear_path and no conv path.
         rd_lambda: the rate weight the codebooks are designed for (latent units).
+        config: a model config with num_groups > 0, linear_path and no conv path (default:
+            the config new grouped runs start from).
         crop, pca_crops, codebook_crops: how many random crops of what size feed each step.
         iters: Lloyd iterations per codebook.
 
@@ -245,7 +263,8 @@ def train_grouped_codebooks(*, run: str, train: list[str], config: ImageModelCon
 
 
 def train_decoder_filter(*, run: str, train: list[str], val: list[str], minutes: float,
-                         rd_lambdas: list[float], lr: float = 2e-4, batch: int = 16,
+                         rd_lambdas: list[float] = GROUPED_RD_LAMBDAS, lr: float = 2e-4,
+                         batch: int = 16,
                          crop: int = 128, val_crop: int = 256, log_every: int = 50,
                          eval_every_s: float = 300, max_steps: int | None = None) -> None:
     """Train a grouped model's decoder conv path as a post-filter: the encoder, codebooks and
