@@ -335,10 +335,14 @@ class IntegerFramePrior(nn.Module):
             prior: the float prior (eval mode, CPU).
             calibration_indices: index tensors [B, S, F] or [S, F] with all S stages (split into
                 chunks of `context` frames, as files are coded).
-            rates: stage counts to run the float prior at (default all 1..S).
+            rates: stage counts to run the float prior at (default 1, 2, 4, ... and S: each
+                rate is one more pass over the calibration set; give a model's qualities).
         """
         prior = prior.eval()
-        maxima = _calibrate(prior, calibration_indices, rates or range(1, prior.num_stages + 1))
+        if rates is None:
+            rates = sorted({2 ** i for i in range(prior.num_stages.bit_length())
+                            if 2 ** i <= prior.num_stages} | {prior.num_stages})
+        maxima = _calibrate(prior, calibration_indices, rates)
         w, heads = prior.width, prior.heads
         head_scale = (w // heads) ** -0.5
         residual_exp = activation_exponent(maxima["residual"], HEADROOM)
