@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -218,7 +219,8 @@ def test_training_run_resumes_saves_atomically_and_closes_its_log(tmp_path):
         job.train(model=model, optimizer=opt, take_step=lambda: 1.0,
                   describe=lambda m: f"x {m[0]:.1f}", evaluate=lambda: "ok", minutes=1,
                   max_steps=2, log_every=1, eval_every_s=1e9)
-    assert job._log is None  # closed
+    with pytest.raises(RuntimeError):  # the log is closed after the with block
+        job.log("late")
     st = torch.load(tmp_path / "state.pt", weights_only=True)
     assert st["step"] == 7 and st["filter_step"] == 2 and "filter_opt" in st
     assert not (tmp_path / "state.tmp").exists()
