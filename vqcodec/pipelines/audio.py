@@ -14,13 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..zoo.registry import (DEFAULT_AUDIO_MODEL, LoadedModel, ModelError, load_model,
-                               model_for_header)
+from ..zoo.registry import DEFAULT_AUDIO_MODEL, LoadedModel, ModelError, load_model
 from ..io.audio import (MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioClip, as_audio_clip,
                        resample)
-from ..format import ContainerHeader, MediaType, pack_container, unpack_container
+from ..format import ContainerHeader, MediaType, pack_container
 from ..device import resolve_device
-from .file import decode_indices, encode_indices
+from .file import decode_indices, encode_indices, open_file
 
 WINDOW_SECONDS = 30.0
 MARGIN_FRAMES = 16  # beyond the encoder's and decoder's receptive fields (checked by tests)
@@ -172,11 +171,7 @@ def decompress_audio(data: bytes, *, model: str | LoadedModel | None = None,
         model: optional model name/path/loaded model; by default the one named in the file.
         device: "auto", "cpu" or "cuda".
     """
-    header, payload = unpack_container(data)
-    if header.media_type != MediaType.AUDIO:
-        raise ModelError(f"this .vqc file holds {header.media_type.name.lower()}, not audio")
-    dev = resolve_device(device)
-    loaded = model_for_header(header, model, dev)
+    header, payload, loaded, dev = open_file(data, MediaType.AUDIO, model, device)
     net = loaded.model
     if len(header.shape) != 2 or len(header.latent_shape) != 2:
         raise ModelError("inconsistent .vqc header: audio needs (channels, samples)")

@@ -5,9 +5,31 @@ from __future__ import annotations
 import torch
 
 from ..coding import file_codec
-from ..errors import CorruptPayloadError
-from ..format import ContainerHeader, index_check
-from ..zoo.registry import LoadedModel
+from ..device import resolve_device
+from ..errors import CorruptPayloadError, ModelError
+from ..format import ContainerHeader, MediaType, index_check, unpack_container
+from ..zoo.registry import LoadedModel, model_for_header
+
+
+def open_file(data: bytes, media_type: MediaType, model: str | LoadedModel | None,
+              device: str) -> tuple[ContainerHeader, bytes, LoadedModel, torch.device]:
+    """Verify a `.vqc` file's container and find the model that wrote it.
+
+    Args:
+        data: the file's bytes (untrusted).
+        media_type: what the caller decodes; another media type is refused.
+        model: optional model name/path/loaded model; by default the one the file names.
+        device: "auto", "cpu" or "cuda".
+
+    Returns:
+        (header, payload, the model on `device`, the device).
+    """
+    header, payload = unpack_container(data)
+    if header.media_type != media_type:
+        wanted = "an image" if media_type == MediaType.IMAGE else "audio"
+        raise ModelError(f"this .vqc file holds {header.media_type.name.lower()}, not {wanted}")
+    dev = resolve_device(device)
+    return header, payload, model_for_header(header, model, dev), dev
 
 
 def encode_indices(loaded: LoadedModel, indices: torch.Tensor):

@@ -13,12 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..zoo.registry import (DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_model,
-                               model_for_header)
-from ..format import ContainerHeader, MediaType, pack_container, unpack_container
+from ..zoo.registry import DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_model
+from ..format import ContainerHeader, MediaType, pack_container
 from ..device import resolve_device
 from ..io.image import as_image_array
-from .file import decode_indices, encode_indices
+from .file import decode_indices, encode_indices, open_file
 
 
 @dataclass
@@ -124,11 +123,7 @@ def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
         model: optional model name/path/loaded model; by default the one named in the file.
         device: "auto", "cpu" or "cuda".
     """
-    header, payload = unpack_container(data)
-    if header.media_type != MediaType.IMAGE:
-        raise ModelError(f"this .vqc file holds {header.media_type.name.lower()}, not an image")
-    dev = resolve_device(device)
-    loaded = model_for_header(header, model, dev)
+    header, payload, loaded, dev = open_file(data, MediaType.IMAGE, model, device)
     net = loaded.model
     channels, height, width = header.shape
     stride = net.config.stride
