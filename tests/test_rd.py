@@ -24,7 +24,8 @@ from vqcodec.eval.items import NamedImage
 from vqcodec.eval.metrics import image_distortion
 from vqcodec.eval.model import evaluate_model, model_curve
 from vqcodec.eval.references import load_reference_curves
-from vqcodec.pipelines.image import compress_image, decompress_image, image_to_tensor
+from vqcodec.pipelines.image import (compress_image, decompress_image, image_to_tensor,
+                                    rgb_to_luma)
 
 COMPRESSAI_KEYS = {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"}
 OUR_KEYS = {"nll-bpp", "mse", "payload-bpp", "file-bpp", "quality", "stages"}
@@ -148,6 +149,16 @@ def test_actual_payload_close_to_nll_and_same_metrics(evaluation, images):
     big = [r for r in evaluation.records if r.item == "big.png"]
     assert all(0 < r["ms-ssim-rgb"] <= 1 for r in big)
     assert all(math.isnan(r["ms-ssim-rgb"]) for r in evaluation.records if r.item != "big.png")
+
+
+def test_luma_is_pillows():
+    """The batched path and decompress_image share rgb_to_luma; it must equal Pillow's
+    convert("L"), which decompress_image used before (same output bytes)."""
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    rgb[0, :256] = np.arange(256)[:, None]  # every gray level
+    want = np.asarray(Image.fromarray(rgb).convert("L"))
+    assert np.array_equal(rgb_to_luma(torch.from_numpy(rgb).permute(2, 0, 1)).numpy(), want)
 
 
 def test_gray_metrics_against_decompressed(tiny_model, images, evaluation):
