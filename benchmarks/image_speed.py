@@ -23,13 +23,16 @@ from vqcodec.zoo.registry import DEFAULT_IMAGE_MODEL, load_model
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared/data/images/kodak/kodim23.png"
 
 
-def best(fn, repeat: int) -> tuple[float, object]:
-    times, out = [], None
+def best(fn, repeat: int) -> tuple[float, float, object]:
+    """(best wall seconds, CPU seconds of that run, result) of `repeat` runs. CPU seconds sum
+    over threads; on a shared machine they are the steadier number."""
+    runs, out = [], None
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
+        runs.append((time.perf_counter() - t, time.process_time() - c))
+    wall, cpu = min(runs)
+    return wall, cpu, out
 
 
 def main() -> None:
@@ -48,18 +51,18 @@ def main() -> None:
     codec = file_codec(loaded.model)
     print(f"{loaded.name} ({type(codec).__name__}, portable={getattr(codec, 'portable', False)}), "
           f"{Path(args.image).name} {image.shape[1]}x{image.shape[0]}")
-    print("threads | quality | bpp | compress s | decompress s")
+    print("threads | quality | bpp | compress s (CPU s) | decompress s (CPU s)")
     compress_image(image, model=loaded, quality=qualities[0], device="cpu")  # warm-up
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         for q in qualities:
-            enc, result = best(lambda: compress_image(image, model=loaded, quality=q,
+            enc, enc_cpu, result = best(lambda: compress_image(image, model=loaded, quality=q,
                                                       device="cpu"), args.repeat)
-            dec, decoded = best(lambda: decompress_image(result.data, model=loaded, device="cpu"),
+            dec, dec_cpu, decoded = best(lambda: decompress_image(result.data, model=loaded, device="cpu"),
                                 args.repeat)
             assert decoded.shape == image.shape
-            print(f"{threads:7d} | {q:7d} | {result.bpp:.3f} | {enc:10.2f} | {dec:12.2f}",
-                  flush=True)
+            print(f"{threads:7d} | {q:7d} | {result.bpp:.3f} | {enc:6.2f} ({enc_cpu:5.2f}) | "
+                  f"{dec:6.2f} ({dec_cpu:5.2f})", flush=True)
 
 
 if __name__ == "__main__":
