@@ -6,14 +6,15 @@ What each part of the float prior becomes:
 
 - code / position / rate / stage embeddings: integer tables at the exponent of the sum they
   enter (the residual stream, or the head's context);
-- layer norm: integer mean (rounded `floor_div`), integer sum of squared deviations, `isqrt` of
-  the integer variance plus an integer epsilon, rounded `floor_div` to NORM_EXP fraction bits;
+- layer norm: integer mean (rounded exact division), integer sum of squared deviations, exact
+  integer square root of the variance plus an integer epsilon, rounded exact division to
+  NORM_EXP fraction bits;
   its gain and bias are folded into the linear layer that follows (the final norm keeps them
   as an integer elementwise affine, because its output is summed with the stage embeddings);
 - linear layers: `fixed_point.IntegerLinear` (15-bit per-channel power-of-two weights);
 - attention: integer q.k (1/sqrt(head_dim) folded into q's weights), requantized to SCORE_EXP
   fraction bits (nats), softmax weights from an `ExpTable` (masked positions weigh 0), the
-  weighted sum of v divided exactly (rounded `floor_div`) by the weights' integer sum;
+  weighted sum of v divided exactly (rounded) by the weights' integer sum;
 - GELU: a table over a clamped integer input range, stored in the model file (identity above
   the range, zero below it, where GELU equals those to the table's precision);
 - logits: integer, LOGIT_EXP fraction bits; counts from an `ExpTable` (every count >= 1).
@@ -21,6 +22,11 @@ What each part of the float prior becomes:
 No transcendental function runs at coding time. Because every op is exact, the frame-by-frame
 walk (KV cache) gives the same integers as the parallel teacher-forced forward, so an encoder
 may compute a chunk's tables in one pass and the decoder walk frame by frame.
+
+The integers are stored in torch buffers (the model file) and computed on as numpy float64
+arrays (`prepare`): the decoder's walk is thousands of single-row ops per second of audio,
+where numpy's per-op cost is a fraction of torch's; the exactness argument is the same
+(OpenBLAS's matmul kernels are tested against each other in the cross-kernel test).
 """
 from __future__ import annotations
 
