@@ -26,7 +26,7 @@ from vqcodec.io import media
 from vqcodec.pipelines.audio import compress_audio, decompress_audio
 from vqcodec.eval.opus import opus_available
 from vqcodec.zoo import registry
-from vqcodec.coding import file_codec
+from vqcodec.coding import file_codec, latent_codec
 
 needs_opus = pytest.mark.skipif(not opus_available(), reason="opus-tools not installed")
 
@@ -107,14 +107,14 @@ def test_nll_equals_the_entropy_coders(tiny_audio_model, clips):
 def test_chunked_nll_matches_frame_codec(tiny_audio_model):
     """Chunks of the prior's context (12 frames) per channel, the last one short, each from a
     fresh start; several passes when the logits budget is small."""
-    prior = tiny_audio_model.model.prior
+    codec = latent_codec(tiny_audio_model.model)
     idx = torch.randint(0, 16, (2, 3, 30), generator=torch.Generator().manual_seed(3))
     want = file_codec(tiny_audio_model.model).compress(idx).nll_bits
-    assert chunked_nll_bits(prior, idx) == pytest.approx(want, rel=1e-4)
+    assert chunked_nll_bits(codec, idx) == pytest.approx(want, rel=1e-4)
     small = 3 * 12 * 16  # one chunk per pass
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(model, "PRIOR_BATCH_LOGITS", small)
-        assert chunked_nll_bits(prior, idx) == pytest.approx(want, rel=1e-4)
+        assert chunked_nll_bits(codec, idx) == pytest.approx(want, rel=1e-4)
 
 
 def test_actual_payload_gap_and_same_audio(evaluation, clips):

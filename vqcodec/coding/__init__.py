@@ -16,7 +16,7 @@ from torch import nn
 from .frame_codec import FrameByFrameCodec
 from .latent_codec import GroupedStageCodec, StageByStageCodec
 
-__all__ = ["latent_codec", "file_codec", "FrameByFrameCodec", "StageByStageCodec",
+__all__ = ["latent_codec", "file_codec", "rate_codec", "FrameByFrameCodec", "StageByStageCodec",
            "GroupedStageCodec"]
 
 # Keyed weakly by the model, so a codec lives as long as its model and no longer.
@@ -41,6 +41,13 @@ def file_codec(net: nn.Module):
         codec = _FILE_CODECS[net] = (latent_codec(cpu_net) if cpu_net.integer_prior is None
                                      else _integer_codec(cpu_net))
     return codec
+
+
+def rate_codec(net: nn.Module):
+    """The codec whose likelihoods are the rate of `net`'s files, for evaluation: the file
+    codec over its exact integer prior when it has one (on the CPU), else `latent_codec(net)`
+    on the model's device (the file codec's float tables, up to rounding)."""
+    return latent_codec(net) if net.integer_prior is None else file_codec(net)
 
 
 def _integer_codec(net: nn.Module):

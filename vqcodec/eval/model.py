@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..coding import latent_codec
+from ..coding import rate_codec
 from ..errors import RDError
 from ..io.audio import AudioClip
 from ..pipelines.audio import (AudioCompression, compress_audio, decode_channel, decompress_audio,
@@ -170,7 +170,7 @@ def _image_batches(loaded: LoadedModel, images: Sequence[NamedImage],
             coded, cum_bits = {}, {}
             for lam, max_stages in by_lambda.items():
                 coded[lam] = net.encode(x, max_stages, lam)
-                log2p = latent_codec(net).forward(coded[lam])  # [B, S, (G,) h', w']
+                log2p = rate_codec(net).forward(coded[lam])  # [B, S, (G,) h', w']
                 # [B, S]: NLL of the first n stages
                 cum_bits[lam] = (-log2p.double().flatten(2).sum(2)).cumsum(1).cpu().numpy()
             _sync(device)
@@ -202,8 +202,8 @@ def _image_roundtrip(loaded: LoadedModel, image: NamedImage, quality: int,
 # Audio
 # --------------------------------------------------------------------------------------------
 
-def chunked_nll_bits(prior: torch.nn.Module, indices: torch.Tensor) -> float:
-    """The prior's NLL in bits of indices [C, S', F], scored as `FrameByFrameCodec` codes them.
+def chunked_nll_bits(codec, indices: torch.Tensor) -> float:
+    """A frame codec's NLL in bits of indices [C, S', F], scored as it codes them.
 
     Each channel is cut into chunks of `prior.context` frames (the last one shorter), and each
     chunk is scored on its own, from a fresh start, by the prior's parallel forward pass. The
@@ -211,22 +211,23 @@ def chunked_nll_bits(prior: torch.nn.Module, indices: torch.Tensor) -> float:
     logits each); the short last chunks of all channels are one more batch.
 
     Args:
-        prior: the model's `FramePrior`.
-        indices: [channels, stages, frames] int64, on the prior's device.
+        codec: the model's frame codec (`coding.rate_codec(net)`).
+        indices: [channels, stages, frames] int64, on the codec's device.
     """
+    prior = codec.prior
     c, s, f = indices.shape
     context = prior.context
     full = f // context
-    total = torch.zeros((), dtype=torch.float64, device=indices.device)
+    total = 0.0  # a Python float: an integer codec scores on the CPU, whatever the device
     with torch.no_grad():
         if full:
             chunks = (indices[:, :, :full * context].reshape(c, s, full, context)
                       .permute(0, 2, 1, 3).reshape(c * full, s, context))
             per_pass = max(1, PRIOR_BATCH_LOGITS // (s * context * prior.num_codes))
             for start in range(0, chunks.shape[0], per_pass):
-                total -= prior(chunks[start:start + per_pass]).double().sum()
+                total -= float(codec.forward(chunks[start:start + per_pass]).double().sum())
         if f > full * context:
-            total -= prior(indices[:, :, full * context:]).double().sum()
+            total -= float(codec.forward(indices[:, :, full * context:]).double().sum())
     return float(total)
 
 
@@ -263,7 +264,7 @@ def _audio_batches(loaded: LoadedModel, clips: Sequence[NamedClip],
         encode_s = time.perf_counter() - start
         for point, n in enumerate(stage_list):
             start = time.perf_counter()
-            bits = chunked_nll_bits(net.prior, indices[:, :n])
+            bits = chunked_nll_bits(rate_codec(net), indices[:, :n])
             _sync(device)
             prior_s = time.perf_counter() - start
             start = time.perf_counter()
