@@ -20,9 +20,9 @@ from ..nn.audio_model import AudioModelConfig, VQAudioModel
 from ..nn.image_model import ImageModelConfig, VQImageModel
 from ..errors import ModelError
 
-WEIGHTS_DIR = Path(__file__).parent.parent / "models" / "weights"
-DEFAULT_IMAGE_MODEL = "vqimage-v3"
-DEFAULT_AUDIO_MODEL = "vqaudio-v1"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_IMAGE_MODEL = "vqimage-v3i"
+DEFAULT_AUDIO_MODEL = "vqaudio-v1i"
 INTEGER_PREFIX = "integer_prior."  # tensor names of a model's integer prior in its file
 
 # kind (as written in a model file) -> (config class, model class)
@@ -73,23 +73,12 @@ def save_model(model: VQImageModel | VQAudioModel, path: str | Path, *, name: st
             "qualities": qualities, "default_quality": default_quality,
             "training": training or {}}
     if integer is not None:
-        tensors.update({INTEGER_PREFIX + k: _compact_integers(v)
+        # The integer modules keep their integers in int16/int32 in state dicts (15-bit
+        # weights take 2 bytes), exact both ways.
+        tensors.update({INTEGER_PREFIX + k: v.contiguous().cpu()
                         for k, v in integer.state_dict().items()})
         meta["integer_prior"] = integer.config_dict()
     save_file(tensors, str(path), metadata={"vqcodec": json.dumps(meta)})
-
-
-def _compact_integers(tensor: torch.Tensor) -> torch.Tensor:
-    """An integer prior's tensor in the smallest integer dtype that holds it exactly (its
-    float64 integers as int16 or int32; loading copies them back into float64 buffers, also
-    exactly). Integer weights have 15 bits, so most of a prior takes 2 bytes a value."""
-    tensor = tensor.detach().contiguous().cpu()
-    if tensor.is_floating_point() and tensor.numel() and bool((tensor == tensor.floor()).all()):
-        for dtype in (torch.int16, torch.int32):
-            info = torch.iinfo(dtype)
-            if info.min <= float(tensor.min()) and float(tensor.max()) <= info.max:
-                return tensor.to(dtype)
-    return tensor
 
 
 def _integer_prior_class(kind: str):
