@@ -362,3 +362,26 @@ class IntegerStageCodec(StageByStageCodec):
                     seen = seen | m
         out = out.permute(0, 1, 4, 2, 3) if grouped else out[..., 0]
         return out.to(indices.device)
+
+
+def teacher_forced_passes(quantizer, indices: torch.Tensor, schedule: str):
+    """Yield the float prior's inputs of every pass of every stage of index tensors [B, S',
+    (G,) H, W]: (coarse [B*S', D, H, W], current [B*S', D, H, W] at visible positions,
+    visible [B*S', 1, H, W], stages [B*S'], pass mask [H, W])."""
+    grouped = indices.dim() == 5
+    b, s_total = indices.shape[:2]
+    h, w = indices.shape[-2:]
+    cumulative = quantizer.cumulative(indices)  # [B, S', D, H, W]
+    if grouped:
+        parts = torch.stack([quantizer.stage_codewords(s, indices[:, s]) for s in range(s_total)], 1)
+    else:
+        parts = torch.stack([quantizer.stages[s].lookup(indices[:, s]).permute(0, 3, 1, 2)
+                             for s in range(s_total)], 1)
+    coarse = cumulative.reshape(b * s_total, -1, h, w)
+    codes = parts.reshape(b * s_total, -1, h, w)
+    stages = torch.arange(s_total).repeat(b)
+    seen = torch.zeros(h, w, dtype=torch.bool)
+    for m in pass_masks(schedule, h, w):
+        vis = seen.to(codes.dtype)[None, None].expand(b * s_total, 1, h, w)
+        yield coarse, codes * vis, vis, stages, m
+        seen = seen | m

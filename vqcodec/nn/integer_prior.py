@@ -17,14 +17,12 @@ Activation exponents come from the max |activation| over calibration indices (wi
 """
 from __future__ import annotations
 
-import math
 from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..coding.context import pass_masks
 from . import fixed_point as fp
 from .fixed_point import DTYPE, ExpTable, IntegerConv2d
 
@@ -146,15 +144,16 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
     @classmethod
     @torch.no_grad()
     def from_float(cls, prior: nn.Module, quantizer: nn.Module,
-                   calibration_indices: Iterable[torch.Tensor], *, headroom: float = 4.0,
+                   calibration_passes: Iterable[tuple], *, headroom: float = 4.0,
                    precision: int = 22, logit_exp: int = 8) -> "IntegerStagePrior":
         """Convert a float `StagePrior`/`GroupedStagePrior` (and its quantizer's codebooks).
 
         Args:
             prior, quantizer: the float model's.
-            calibration_indices: index tensors in the quantizer's layout ([B, S', H, W] or
-                [B, R', G, H, W]); each activation's exponent is set from its max |value| over
-                all passes of all of them, times `headroom`.
+            calibration_passes: the float prior's inputs (coarse, current, visible, stages,
+                pass mask) of the teacher-forced passes over real indices
+                (`coding.latent_codec.teacher_forced_passes`); each activation's exponent is
+                set from its max |value| over all of them, times `headroom`.
             precision, logit_exp: of the `ExpTable`.
         """
         prior = prior.cpu().float()
@@ -172,7 +171,7 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
         bound = max(float(per_stage_max.sum()), float(current_books.abs().max()), 1.0)
         in_exp = fp.activation_exponent(bound, headroom=1.01)
 
-        stats = _calibrate(prior, quantizer, calibration_indices)
+        stats = _calibrate(prior, calibration_passes)
         h_exp = fp.activation_exponent(stats["stream"], headroom)
         mid_exps = [fp.activation_exponent(m, headroom) for m in stats["mid"]]
         f_exp = fp.activation_exponent(stats["features"], headroom)
@@ -220,56 +219,30 @@ def _weight_exponents(weight: torch.Tensor) -> torch.Tensor:
     return fp.quantize_weight(weight, per_channel=True)[1]
 
 
-def teacher_forced_inputs(quantizer: nn.Module, indices: torch.Tensor, schedule: str):
-    """Yield the float prior's inputs of every pass of every stage of index tensors [B, S',
-    (G,) H, W]: (coarse [B*S', D, H, W], current [B*S', D, H, W] at visible positions,
-    visible [B*S', 1, H, W], stages [B*S'], pass mask [H, W])."""
-    grouped = indices.dim() == 5
-    b, s_total = indices.shape[:2]
-    h, w = indices.shape[-2:]
-    cumulative = quantizer.cumulative(indices)  # [B, S', D, H, W]
-    if grouped:
-        parts = torch.stack([quantizer.stage_codewords(s, indices[:, s]) for s in range(s_total)], 1)
-    else:
-        parts = torch.stack([quantizer.stages[s].lookup(indices[:, s]).permute(0, 3, 1, 2)
-                             for s in range(s_total)], 1)
-    coarse = cumulative.reshape(b * s_total, -1, h, w)
-    codes = parts.reshape(b * s_total, -1, h, w)
-    stages = torch.arange(s_total).repeat(b)
-    seen = torch.zeros(h, w, dtype=torch.bool)
-    for m in pass_masks(schedule, h, w):
-        vis = seen.to(codes.dtype)[None, None].expand(b * s_total, 1, h, w)
-        yield coarse, codes * vis, vis, stages, m
-        seen = seen | m
-
-
-def _calibrate(prior: nn.Module, quantizer: nn.Module, calibration_indices) -> dict:
-    """Max |activation| of the float prior over the teacher-forced passes of the indices."""
+def _calibrate(prior: nn.Module, calibration_passes) -> dict:
+    """Max |activation| of the float prior over teacher-forced passes."""
     stream, features, logits = 0.0, 0.0, 0.0
     mid = [0.0] * len(prior.blocks)
     grouped = hasattr(prior, "num_groups")
-    for indices in calibration_indices:
-        indices = indices.cpu()
-        for coarse, current, visible, stages, m in teacher_forced_inputs(
-                quantizer, indices, prior.schedule):
-            scale = prior.stage_log_scale[stages].exp().view(-1, 1, 1, 1)
-            h = prior.stem(torch.cat([coarse, current / scale, visible], 1))
-            h = h + prior.stage_embedding(stages)[:, :, None, None]
+    for coarse, current, visible, stages, m in calibration_passes:
+        scale = prior.stage_log_scale[stages].exp().view(-1, 1, 1, 1)
+        h = prior.stem(torch.cat([coarse, current / scale, visible], 1))
+        h = h + prior.stage_embedding(stages)[:, :, None, None]
+        stream = max(stream, float(h.abs().max()))
+        for i, block in enumerate(prior.blocks):
+            a = block.conv1(F.leaky_relu(h, 0.2))
+            mid[i] = max(mid[i], float(a.abs().max()))
+            h = h + block.conv2(F.leaky_relu(a, 0.2))
             stream = max(stream, float(h.abs().max()))
-            for i, block in enumerate(prior.blocks):
-                a = block.conv1(F.leaky_relu(h, 0.2))
-                mid[i] = max(mid[i], float(a.abs().max()))
-                h = h + block.conv2(F.leaky_relu(a, 0.2))
-                stream = max(stream, float(h.abs().max()))
-            f = prior.head(F.leaky_relu(h, 0.2)).permute(0, 2, 3, 1)
-            features = max(features, float(f.abs().max()))
-            fm = f[:, m]  # [B, n, C]
-            g = prior.num_groups if grouped else 1
-            fm = fm.reshape(len(fm), fm.shape[1], g, -1)
-            emb = prior.code_embedding[stages].reshape(len(fm), g, prior.num_codes, -1)
-            lg = torch.einsum("bngf,bgkf->bngk", fm, emb)
-            lg = lg + prior.code_bias[stages].reshape(len(fm), g, -1)[:, None]
-            logits = max(logits, float(lg.abs().max()))
+        f = prior.head(F.leaky_relu(h, 0.2)).permute(0, 2, 3, 1)
+        features = max(features, float(f.abs().max()))
+        fm = f[:, m]  # [B, n, C]
+        g = prior.num_groups if grouped else 1
+        fm = fm.reshape(len(fm), fm.shape[1], g, -1)
+        emb = prior.code_embedding[stages].reshape(len(fm), g, prior.num_codes, -1)
+        lg = torch.einsum("bngf,bgkf->bngk", fm, emb)
+        lg = lg + prior.code_bias[stages].reshape(len(fm), g, -1)[:, None]
+        logits = max(logits, float(lg.abs().max()))
     if stream == 0.0:
         raise ValueError("no calibration indices")
     return {"stream": stream, "mid": mid, "features": features, "logits": logits}

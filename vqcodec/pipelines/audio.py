@@ -19,23 +19,18 @@ from ..io.audio import (MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioCli
                        resample)
 from ..format import ContainerHeader, MediaType, pack_container
 from ..device import resolve_device
-from .file import decode_indices, encode_indices, open_file
+from .file import Compression, decode_indices, encode_indices, open_file
 
 WINDOW_SECONDS = 30.0
 MARGIN_FRAMES = 16  # beyond the encoder's and decoder's receptive fields (checked by tests)
 
 
 @dataclass
-class AudioCompression:
+class AudioCompression(Compression):
     """What `compress_audio` produced and measured."""
 
-    data: bytes  # the whole .vqc file
-    header: ContainerHeader
-    payload_bytes: int
-    nll_bits: float  # the prior's ideal payload size
     duration: float  # seconds of audio
     raw_kbps: float  # the bitrate of the coded stages before entropy coding
-    seconds: float  # time taken
 
     @property
     def kbps(self) -> float:

@@ -2,6 +2,8 @@
 with the checks that keep a decoder from returning other output than was coded."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..coding import file_codec
@@ -9,6 +11,18 @@ from ..device import resolve_device
 from ..errors import CorruptPayloadError, ModelError
 from ..format import ContainerHeader, MediaType, index_check, unpack_container
 from ..zoo.registry import LoadedModel, model_for_header
+
+
+@dataclass
+class Compression:
+    """What a compress call produced and measured (`ImageCompression`, `AudioCompression` add
+    what their rates are counted per)."""
+
+    data: bytes  # the whole .vqc file
+    header: ContainerHeader
+    payload_bytes: int
+    nll_bits: float  # the prior's ideal payload size
+    seconds: float  # time taken
 
 
 def open_file(data: bytes, media_type: MediaType, model: str | LoadedModel | None,

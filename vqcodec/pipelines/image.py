@@ -17,19 +17,14 @@ from ..zoo.registry import DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_mo
 from ..format import ContainerHeader, MediaType, pack_container
 from ..device import resolve_device
 from ..io.image import as_image_array
-from .file import decode_indices, encode_indices, open_file
+from .file import Compression, decode_indices, encode_indices, open_file
 
 
 @dataclass
-class ImageCompression:
+class ImageCompression(Compression):
     """What `compress_image` produced and measured."""
 
-    data: bytes  # the whole .vqc file
-    header: ContainerHeader
-    payload_bytes: int
-    nll_bits: float  # the prior's ideal payload size
     num_pixels: int
-    seconds: float
 
     @property
     def bpp(self) -> float:

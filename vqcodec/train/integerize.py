@@ -11,7 +11,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-IMAGE_CALIBRATION = Path(__file__).resolve().parents[3] / "shared/data/images/bsds500/train"
+from .data import SHARED_IMAGES
+
+IMAGE_CALIBRATION = f"{SHARED_IMAGES}/bsds500/train"
 
 
 def image_calibration_indices(loaded, images: Sequence[np.ndarray], *,
@@ -52,10 +54,14 @@ def training_crops(folder: str | Path = IMAGE_CALIBRATION, count: int = 20, size
 
 
 def integerize_image_model(net, calibration_indices, **options):
-    """Set `net.integer_prior` from its float prior and calibration indices; returns net."""
+    """Set `net.integer_prior` from its float prior and calibration indices (tensors in the
+    quantizer's layout, [B, S', H, W] or [B, R', G, H, W]); returns net."""
+    from ..coding.latent_codec import teacher_forced_passes
     from ..nn.integer_prior import IntegerStagePrior
-    net.integer_prior = IntegerStagePrior.from_float(net.prior, net.quantizer,
-                                                     calibration_indices, **options)
+    passes = (p for indices in calibration_indices
+              for p in teacher_forced_passes(net.quantizer, indices.cpu(), net.prior.schedule))
+    net.integer_prior = IntegerStagePrior.from_float(net.prior, net.quantizer, passes,
+                                                     **options)
     return net
 
 
@@ -83,7 +89,7 @@ def integerize_model(loaded, *, images: Sequence[np.ndarray] | None = None,
     return net
 
 
-def training_clips(count: int = 8, seconds: float = 4.0) -> list[tuple[np.ndarray, int]]:
+def training_clips(count: int = 48, seconds: float = 8.0) -> list[tuple[np.ndarray, int]]:
     """(samples [C, n], rate) of `count` training files of the default audio split (evenly
     spread over it: speech and music), each cut to its first `seconds`."""
     from ..io.audio import load_audio
