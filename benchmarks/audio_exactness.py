@@ -8,8 +8,8 @@ With `--float-model`, also the cost of exactness: the integer prior's NLL agains
 prior's NLL of the same indices (teacher-forced, chunk by chunk as files are coded), per
 bitrate and per group of clips (the target is at most 1 % more bits).
 
-    python benchmarks/audio_exactness.py [FILES_OR_FOLDERS ...] [--model vqaudio-v1]
-        [--float-model vqaudio-v1]
+    python benchmarks/audio_exactness.py [FILES_OR_FOLDERS ...] [--model vqaudio-v1i]
+        [--float-model vqaudio-v1.safetensors]
 
 Without paths it uses the validation split of ../shared/data/audio (RAVDESS actors 21-24,
 ESC-10 fold 5, held-out sms-tools clips) and ../shared/data/audio/speech/misc.
