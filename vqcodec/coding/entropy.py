@@ -10,6 +10,8 @@ import constriction
 import numpy as np
 import torch
 
+from ..errors import CorruptPayloadError
+
 COUNT_TOTAL_BITS = 20  # counts sum to at most 2**20; constriction requantizes to 24 bits
 
 # perfect=False: the exact quantizer is ~1000x slower and buys nothing here.
@@ -54,13 +56,26 @@ class IndexEncoder:
 
 
 class IndexDecoder:
-    """Reads symbols pass by pass from a range-coder stream."""
+    """Reads symbols pass by pass from a range-coder stream (untrusted: a stream that does not
+    fit raises `CorruptPayloadError`, whatever constriction reports it as).
 
-    def __init__(self, data: bytes) -> None:
+    Args:
+        data: the payload.
+        num_codes: symbols read must be below it (a corrupted stream can yield larger ones).
+    """
+
+    def __init__(self, data: bytes, *, num_codes: int) -> None:
         if len(data) % 4:
-            raise ValueError("payload length is not a multiple of 4 bytes")
+            raise CorruptPayloadError("corrupted payload: length is not a multiple of 4 bytes")
         self._decoder = constriction.stream.queue.RangeDecoder(
             np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        self._num_codes = num_codes
 
     def read(self, table: np.ndarray) -> np.ndarray:
-        return np.asarray(self._decoder.decode(CATEGORICAL, table), dtype=np.int64)
+        try:
+            found = np.asarray(self._decoder.decode(CATEGORICAL, table), dtype=np.int64)
+        except (AssertionError, ValueError, RuntimeError, OverflowError) as e:
+            raise CorruptPayloadError(f"corrupted payload ({type(e).__name__})") from None
+        if found.min(initial=0) < 0 or found.max(initial=0) >= self._num_codes:
+            raise CorruptPayloadError("corrupted payload: index out of range")
+        return found

@@ -17,7 +17,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import CorruptPayloadError
 from ..nn.audio_prior import FramePrior
 from ..nn.fixed_point import ExpTable, exact_mode
 from ..nn.integer_frame_prior import IntegerFramePrior
@@ -100,15 +99,13 @@ class FrameByFrameCodec:
 
     def decompress(self, payload: bytes, channels: int, num_stages: int,
                    num_frames: int) -> torch.Tensor:
-        """Indices [channels, num_stages, num_frames] from `payload`."""
-        decoder = IndexDecoder(payload)
-        num_codes = self.prior.num_codes
+        """Indices [channels, num_stages, num_frames] from `payload`; a payload that does not
+        decode raises CorruptPayloadError (a corrupted one may also decode to other valid
+        indices, which the file's index check is there to catch)."""
+        decoder = IndexDecoder(payload, num_codes=self.prior.num_codes)
 
         def code(c: int, s: int, t: int, table: np.ndarray, evidence: Any) -> int:
-            found = int(decoder.read(table)[0])
-            if not 0 <= found < num_codes:
-                raise ValueError("corrupted payload: index out of range")
-            return found
+            return int(decoder.read(table)[0])
 
         return self._walk(channels, num_stages, num_frames, code)
 
@@ -183,17 +180,5 @@ class IntegerFrameCodec(FrameByFrameCodec):
                 table = table.reshape(-1, counts.shape[-1]).numpy()
                 symbols = indices[c, :, t0:t0 + n].T.reshape(-1).numpy()
                 encoder.add(symbols, table)
-                nll -= float(np.log2(table[np.arange(len(symbols)), symbols]).sum())
+                nll += self._nll_bits(table, symbols)
         return CompressedIndices(encoder.finish(), nll)
-
-    def decompress(self, payload: bytes, channels: int, num_stages: int,
-                   num_frames: int) -> torch.Tensor:
-        """Indices [channels, num_stages, num_frames] from `payload`; a payload that does not
-        decode raises CorruptPayloadError (a corrupted one may also decode to other valid
-        indices, which the container's checks are there to catch)."""
-        try:
-            return super().decompress(payload, channels, num_stages, num_frames)
-        except (ValueError, RuntimeError, OverflowError) as e:
-            if isinstance(e, CorruptPayloadError):
-                raise
-            raise CorruptPayloadError(f"corrupted .vqc payload ({e})") from None

@@ -21,14 +21,13 @@ from ..nn.grouped_rvq import GroupedResidualQuantizer
 from ..nn.fixed_point import ExpTable, exact_mode
 from ..nn.image_prior import GroupedStagePrior, StagePrior
 from ..nn.rvq import ResidualQuantizer
-from ..errors import CorruptPayloadError
 from .entropy import IndexDecoder, IndexEncoder, nll_bits, probability_table
 
-# (stage, pass mask [H, W], logits of the pass's positions [n, K], their probability
-# table [n, K]) -> the indices at those positions [n]
 if TYPE_CHECKING:
     from ..nn.integer_prior import IntegerStagePrior
 
+# (stage, pass mask [H, W], scores of the pass's positions [n, K], their probability
+# table [n, K]) -> the indices at those positions [n]
 PassCoder = Callable[[int, torch.Tensor, torch.Tensor, np.ndarray], np.ndarray]
 
 
@@ -185,21 +184,11 @@ class StageByStageCodec:
 
     def decompress(self, payload: bytes, num_stages: int, height: int, width: int) -> torch.Tensor:
         """Indices (the quantizer's layout) of `num_stages` stages from `payload`."""
-        try:
-            decoder = IndexDecoder(payload)
-        except ValueError as e:
-            raise CorruptPayloadError(f"corrupted payload ({e})") from None
-        num_codes = self.quantizer.num_codes
+        decoder = IndexDecoder(payload, num_codes=self.quantizer.num_codes)
 
         def code_pass(s: int, mask: torch.Tensor, logits: torch.Tensor,
                       table: np.ndarray) -> np.ndarray:
-            try:
-                found = decoder.read(table)
-            except (AssertionError, ValueError, RuntimeError) as e:
-                raise CorruptPayloadError(f"corrupted payload ({type(e).__name__})") from None
-            if found.min(initial=0) < 0 or found.max(initial=0) >= num_codes:
-                raise CorruptPayloadError("corrupted payload: index out of range")
-            return found
+            return decoder.read(table)
 
         return self._walk(num_stages, height, width, code_pass)
 
