@@ -39,6 +39,7 @@ import math
 from contextlib import contextmanager
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -70,6 +71,19 @@ def pow2_tensor(exponents: Sequence[int] | torch.Tensor, device=None) -> torch.T
         shape = (len(exponents),)
     return torch.tensor([pow2(int(k)) for k in exponents], dtype=DTYPE,
                         device=device).reshape(shape)
+
+
+def shift_factors(shifts: Sequence[int] | torch.Tensor | np.ndarray,
+                  device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(2^-k, rounding offset 2^(k-1) for k > 0 else 0) for integer right shifts k, as float64
+    tensors shaped as `shifts`, each built exactly (`pow2`): floor((acc + offset) * factor) is
+    acc shifted right by k, rounded half up."""
+    shape = tuple(np.shape(shifts))
+    flat = [int(k) for k in np.asarray(shifts).reshape(-1)]
+    scale = torch.tensor([pow2(-k) for k in flat], dtype=DTYPE, device=device)
+    offset = torch.tensor([pow2(k - 1) if k > 0 else 0.0 for k in flat], dtype=DTYPE,
+                          device=device)
+    return scale.reshape(shape), offset.reshape(shape)
 
 
 @contextmanager
@@ -156,13 +170,9 @@ def requantize(acc: torch.Tensor, shift: int | torch.Tensor, *, dim: int = 1,
     if isinstance(shift, torch.Tensor):
         view = [1] * acc.dim()
         view[dim] = -1
-        shifts = [int(k) for k in shift.reshape(-1).tolist()]
-        scale = pow2_tensor([-k for k in shifts], device=acc.device).view(view)
-        out = acc
-        if rounding and any(k > 0 for k in shifts):
-            out = out + torch.tensor([pow2(k - 1) if k > 0 else 0.0 for k in shifts],
-                                     dtype=DTYPE, device=acc.device).view(view)
-        out = torch.floor(out * scale)
+        scale, offset = shift_factors(shift.cpu().reshape(-1), device=acc.device)
+        out = acc + offset.view(view) if rounding else acc
+        out = torch.floor(out * scale.view(view))
     else:
         shift = int(shift)
         out = acc + pow2(shift - 1) if rounding and shift > 0 else acc

@@ -42,7 +42,7 @@ from torch import nn
 from .audio_prior import FramePrior
 from .fixed_point import (ACT_MAX, DTYPE, ExpTable, IntegerLinear, activation_exponent,
                           check_exact, pow2, quantize_to_exponent,
-                          quantize_weight, requantize)
+                          quantize_weight, requantize, shift_factors)
 
 NORM_EXP = 14  # layer-norm outputs: |y| <= sqrt(width) * 2^14 < ACT_MAX for width <= 3000
 SCORE_EXP = 6  # attention logits in 1/64 nats
@@ -99,12 +99,10 @@ def _clamp(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, -ACT_MAX, out=x)
 
 
-def _shift_factors(shifts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rounding offset 2^(k-1) where k > 0 else 0, factor 2^-k) for integer right shifts k,
-    each built exactly (`pow2`); as `fixed_point.requantize`."""
-    flat = [int(k) for k in np.asarray(shifts).reshape(-1)]
-    offset = np.array([pow2(k - 1) if k > 0 else 0.0 for k in flat]).reshape(np.shape(shifts))
-    return offset, np.array([pow2(-k) for k in flat]).reshape(np.shape(shifts))
+def _shift_factors(shifts) -> tuple[np.ndarray, np.ndarray]:
+    """`fixed_point.shift_factors` as numpy arrays, in (offset, factor) order."""
+    scale, offset = shift_factors(shifts)
+    return offset.numpy(), scale.numpy()
 
 
 def _lookup(table: np.ndarray, logits: np.ndarray) -> np.ndarray:

@@ -119,21 +119,13 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
         with fp.exact_mode():
             f = features.reshape(b, n, g, c).permute(0, 2, 1, 3).reshape(b * g, n, c)
             books = self.code_embedding[stages].reshape(b * g, k, c).transpose(1, 2)
-            scale, offset = self._shift_factors(self.logit_shift[stages])  # [B, G] each
+            scale, offset = fp.shift_factors(self.logit_shift[stages].cpu(),  # [B, G] each
+                                             device=stages.device)
             bias = (self.code_bias[stages] + offset[..., None]).reshape(b * g, 1, k)
             # Integer sums below 2^53 (checked at conversion): exact in any order.
             acc = torch.baddbmm(bias, f, books)  # [B*G, N, K]
             logits = acc.mul_(scale.reshape(b * g, 1, 1)).floor_()
             return logits.view(b, g, n, k).permute(0, 2, 1, 3)
-
-    @staticmethod
-    def _shift_factors(shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(2^-shift, rounding offset 2^(shift-1) or 0), exactly built, shaped as shift."""
-        s = [int(k) for k in shift.reshape(-1).tolist()]
-        scale = torch.tensor([fp.pow2(-k) for k in s], dtype=DTYPE, device=shift.device)
-        offset = torch.tensor([fp.pow2(k - 1) if k > 0 else 0.0 for k in s], dtype=DTYPE,
-                              device=shift.device)
-        return scale.view(shift.shape), offset.view(shift.shape)
 
     def counts(self, logits: torch.Tensor) -> torch.Tensor:
         """Integer counts (>= 1) of integer logits, along the last dimension."""
