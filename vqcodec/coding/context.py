@@ -32,3 +32,12 @@ def pass_masks(name: str, height: int, width: int) -> list[torch.Tensor]:
         return SCHEDULES[name](height, width)
     except KeyError:
         raise ValueError(f"unknown context schedule {name!r}; known: {sorted(SCHEDULES)}") from None
+
+
+def passes_with_context(masks: list[torch.Tensor]):
+    """(pass mask, known) for each pass of a schedule: `known` [H, W] (bool) marks the
+    positions decoded in earlier passes, the context a pass is predicted from."""
+    known = torch.zeros_like(masks[0])
+    for mask in masks:
+        yield mask, known
+        known = known | mask

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .context import pass_masks
+from .context import pass_masks, passes_with_context
 from ..nn.grouped_rvq import GroupedResidualQuantizer
 from ..nn.fixed_point import ExpTable, exact_mode
 from ..nn.image_prior import GroupedStagePrior, StagePrior
@@ -156,13 +156,11 @@ class StageByStageCodec:
         idx = indices[:, stages].reshape(b * n, h, w)
         codes = torch.stack([F.embedding(idx[i], books[st[i]]) for i in range(b * n)])
         codes = codes.permute(0, 3, 1, 2)  # [B*n, D, H, W]
-        seen = torch.zeros(h, w, dtype=torch.bool, device=indices.device)
-        for m in masks:
-            vis = seen.to(codes.dtype)[None, None]
+        for m, known in passes_with_context(masks):
+            vis = known.to(codes.dtype)[None, None]
             logits = self.prior.logits(coarse, codes * vis, vis.expand(b * n, 1, h, w), st)
             logp = torch.log_softmax(logits, -1).gather(-1, idx[..., None])[..., 0]
             out.view(b * n, h, w)[:, m] = logp[:, m] / torch.log(torch.tensor(2.0))
-            seen = seen | m
         return out
 
     def compress(self, indices: torch.Tensor) -> CompressedIndices:
@@ -228,9 +226,8 @@ class GroupedStageCodec(StageByStageCodec):
                            for i in range(b * n)])
         target = idx.permute(0, 2, 3, 1)  # [B*n, H, W, G]
         books, bias = self.prior.code_embedding[st], self.prior.code_bias[st]  # [B*n, G, K, F], [B*n, G, K]
-        seen = torch.zeros(h, w, dtype=torch.bool, device=indices.device)
-        for m in masks:
-            vis = seen.to(codes.dtype)[None, None]
+        for m, known in passes_with_context(masks):
+            vis = known.to(codes.dtype)[None, None]
             features = self.prior.features(coarse, codes * vis, vis.expand(b * n, 1, h, w), st)
             # Score only the pass's positions, a few items at a time: the full logits of a
             # large image (positions x groups x codes) would take gigabytes.
@@ -242,7 +239,6 @@ class GroupedStageCodec(StageByStageCodec):
                 logp.append(torch.log_softmax(logits, -1)
                             .gather(-1, target[i:i + 4][:, m][..., None])[..., 0])
             out.view(b * n, g, h, w).permute(0, 2, 3, 1)[:, m] = torch.cat(logp) / math.log(2.0)
-            seen = seen | m
         return out
 
     def _codewords(self, stage: int, found: torch.Tensor) -> torch.Tensor:
@@ -340,15 +336,13 @@ class IntegerStageCodec(StageByStageCodec):
                 codes = torch.stack([self.prior.current_codewords(int(s), walk[i, int(s)])
                                      for s in st]).permute(0, 3, 1, 2)
                 target = walk[i, st]  # [n, H, W, G]
-                seen = torch.zeros(h, w, dtype=torch.bool, device=device)
-                for m in masks:
-                    vis = seen.to(torch.float64)[None, None]
+                for m, known in passes_with_context(masks):
+                    vis = known.to(torch.float64)[None, None]
                     feats = self.prior.features(coarse, codes * vis, vis.expand(n, 1, h, w), st)
                     logits = self.prior.logits_from_features(feats[:, m], st)  # [n, P, G, K]
                     counts = self.prior.counts(logits)
                     hit = counts.gather(-1, target[:, m][..., None])[..., 0]
                     out[i][:, m] = (torch.log2(hit) - torch.log2(counts.sum(-1))).cpu()
-                    seen = seen | m
         out = out.permute(0, 1, 4, 2, 3) if grouped else out[..., 0]
         return out.to(indices.device)
 
@@ -369,8 +363,6 @@ def teacher_forced_passes(quantizer, indices: torch.Tensor, schedule: str):
     coarse = cumulative.reshape(b * s_total, -1, h, w)
     codes = parts.reshape(b * s_total, -1, h, w)
     stages = torch.arange(s_total).repeat(b)
-    seen = torch.zeros(h, w, dtype=torch.bool)
-    for m in pass_masks(schedule, h, w):
-        vis = seen.to(codes.dtype)[None, None].expand(b * s_total, 1, h, w)
+    for m, known in passes_with_context(pass_masks(schedule, h, w)):
+        vis = known.to(codes.dtype)[None, None].expand(b * s_total, 1, h, w)
         yield coarse, codes * vis, vis, stages, m
-        seen = seen | m
