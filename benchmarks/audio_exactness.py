@@ -26,7 +26,8 @@ import torch
 
 from vqcodec.coding import file_codec
 from vqcodec.coding.frame_codec import FrameByFrameCodec
-from vqcodec.io.audio import AUDIO_EXTENSIONS, load_audio
+from vqcodec.io.audio import load_audio
+from vqcodec.io.media import AUDIO_SUFFIXES
 from vqcodec.pipelines.audio import encode_channel, model_input
 from vqcodec.train.data import SHARED_AUDIO, default_audio_split
 from vqcodec.zoo.registry import DEFAULT_AUDIO_MODEL, load_model
@@ -36,11 +37,11 @@ def clip_paths(args: list[str]) -> list[Path]:
     if not args:
         _, val = default_audio_split()
         misc = sorted(p for p in Path(SHARED_AUDIO, "speech/misc").iterdir()
-                      if p.suffix.lower() in AUDIO_EXTENSIONS)
+                      if p.suffix.lower() in AUDIO_SUFFIXES)
         return val + misc
     out = []
     for a in map(Path, args):
-        out += sorted(p for p in a.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS) \
+        out += sorted(p for p in a.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES) \
             if a.is_dir() else [a]
     return out
 

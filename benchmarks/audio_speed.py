@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from vqcodec.coding import file_codec
-from vqcodec.io.audio import AUDIO_EXTENSIONS, AudioClip, load_audio, resample
+from vqcodec.io.audio import AudioClip, load_audio, resample
+from vqcodec.io.media import AUDIO_SUFFIXES
 from vqcodec.pipelines.audio import (compress_audio, decompress_audio, encode_channel,
                                      model_input)
 from vqcodec.zoo.registry import DEFAULT_AUDIO_MODEL, load_model
@@ -30,7 +31,7 @@ RATE = 24000
 
 def one_minute(source: Path) -> AudioClip:
     parts = []
-    for path in sorted(p for p in source.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS):
+    for path in sorted(p for p in source.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES):
         clip = load_audio(path)
         parts.append(resample(clip.samples.mean(0), clip.sample_rate, RATE))
     x = np.concatenate(parts)

@@ -9,8 +9,9 @@ import pytest
 import soundfile as sf
 
 from vqcodec.io import audio as audio_io
+from vqcodec.io.media import AUDIO_SUFFIXES
 from vqcodec.io.audio import (
-    AUDIO_EXTENSIONS, SAVE_EXTENSIONS, AudioClip, InputError, as_audio_clip, is_audio_path,
+    SAVE_EXTENSIONS, AudioClip, InputError, as_audio_clip, is_audio_path,
     load_audio, resample, save_audio,
 )
 
@@ -129,7 +130,7 @@ def test_load_float_file_clips_small_overshoot_and_refuses_large(tmp_path):
 
 
 def test_reads_ogg_opus_when_available(tmp_path):
-    if ".opus" not in AUDIO_EXTENSIONS:
+    if ".opus" not in AUDIO_SUFFIXES:
         pytest.skip("this libsndfile cannot read Opus")
     _write(tmp_path / "a.opus", _sweep(rate=48000), 48000, format="OGG", subtype="OPUS")
     clip = load_audio(tmp_path / "a.opus")
@@ -365,9 +366,9 @@ def test_failed_write_leaves_no_file_and_keeps_old_one(tmp_path, monkeypatch):
 
 
 def test_audio_extensions():
-    assert {".wav", ".flac"} <= AUDIO_EXTENSIONS
-    assert SAVE_EXTENSIONS <= AUDIO_EXTENSIONS
+    assert {".wav", ".flac"} <= AUDIO_SUFFIXES
+    assert SAVE_EXTENSIONS <= AUDIO_SUFFIXES
     assert is_audio_path("song.WAV") and is_audio_path(Path("a/b.flac"))
     assert not is_audio_path("photo.png") and not is_audio_path("noext")
     if "OGG" in sf.available_formats():
-        assert {".ogg", ".oga"} <= AUDIO_EXTENSIONS
+        assert {".ogg", ".oga"} <= AUDIO_SUFFIXES

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from vqcodec.io.audio import AudioClip, resample, save_audio
+from ..io.audio import AudioClip, resample, save_audio
 
 __all__ = ["MAX_KBPS_PER_CHANNEL", "MIN_KBPS", "OPUS_RATES", "BaselineError",
            "BaselineUnavailable", "opus_available", "opus_roundtrip"]

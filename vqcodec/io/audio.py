@@ -21,12 +21,13 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from vqcodec.io.atomic import atomic_output
-from .image import InputError, check_input_file
-from .media import AUDIO_SUFFIXES, is_audio_path
+from ..errors import InputError
+from .atomic import atomic_output
+from .image import check_input_file
+from .media import is_audio_path
 
 __all__ = [
-    "AUDIO_EXTENSIONS", "MAX_CHANNELS", "MAX_SAMPLE_RATE", "MAX_SECONDS", "MIN_SAMPLE_RATE",
+    "MAX_CHANNELS", "MAX_SAMPLE_RATE", "MAX_SECONDS", "MIN_SAMPLE_RATE",
     "SAVE_EXTENSIONS", "AudioClip", "InputError", "as_audio_clip", "is_audio_path", "load_audio",
     "resample", "save_audio",
 ]
@@ -62,8 +63,6 @@ _VORBIS_MAX_RATE = 200_000
 SAVE_EXTENSIONS = frozenset(_SAVE_FORMATS)
 """Suffixes `save_audio` writes (.ogg only where this libsndfile has Vorbis)."""
 
-
-AUDIO_EXTENSIONS = AUDIO_SUFFIXES  # the one list lives in io/media.py
 
 # Peak beyond which a decoded file is refused rather than clipped: lossy decoders overshoot
 # full scale by a few dB on loud material, but a float file peaking above +6 dBFS was never

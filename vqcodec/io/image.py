@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vqcodec.io.atomic import atomic_output
+from .atomic import atomic_output
 from ..errors import InputError
 
 __all__ = ["MAX_PIXELS", "InputError", "as_image_array", "load_image", "save_image"]
