@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio
 
 from ..errors import InputError
 from .atomic import atomic_output
@@ -28,7 +26,8 @@ from .media import is_audio_path
 
 __all__ = [
     "MAX_CHANNELS", "MAX_SAMPLE_RATE", "MAX_SECONDS", "MIN_SAMPLE_RATE",
-    "SAVE_EXTENSIONS", "AudioClip", "InputError", "as_audio_clip", "is_audio_path", "load_audio",
+    "SAVE_EXTENSIONS", "AudioClip", "InputError", "as_audio_clip", "check_audio_target",
+    "is_audio_path", "load_audio",
     "resample", "save_audio",
 ]
 
@@ -278,6 +277,10 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
         raise ValueError(f"sample rates must be positive, got {from_rate} -> {to_rate}")
     if from_rate == to_rate:
         return samples
+    # Imported here so that reading and writing audio (and the CLI's checks) need no torch.
+    import torch
+    import torchaudio
+
     out = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(samples)),
                                          int(from_rate), int(to_rate))
     return np.ascontiguousarray(out.numpy(), dtype=np.float32)
@@ -288,6 +291,26 @@ def _to_int16(samples: np.ndarray) -> np.ndarray:
     # load is bit-exact. libsndfile's own float conversion truncates (1.2.2: errors up to a
     # whole step, biased) or, in older versions, scales by 32767 (a drift near full scale).
     return np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def check_audio_target(path: str | Path) -> tuple[str, str]:
+    """The (soundfile format, subtype) `save_audio` writes `path` in, or an InputError.
+
+    Args:
+        path: the destination.
+
+    Raises:
+        InputError: a suffix not in `SAVE_EXTENSIONS`, or a missing destination folder.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    supported = ", ".join(sorted(_SAVE_FORMATS))
+    if suffix not in _SAVE_FORMATS:
+        what = f"'{path.suffix}'" if suffix else "without a file suffix"
+        raise InputError(f"cannot write audio {what}: {path}; use one of {supported}")
+    if not path.parent.is_dir():
+        raise InputError(f"no such folder: {path.parent}")
+    return _SAVE_FORMATS[suffix]
 
 
 def save_audio(path: str | Path, clip_or_samples: AudioClip | np.ndarray,
@@ -321,15 +344,7 @@ def save_audio(path: str | Path, clip_or_samples: AudioClip | np.ndarray,
         _check_format(samples.shape[0], samples.shape[1], rate, max_seconds=None)
         _check_finite(samples)
 
-    suffix = path.suffix.lower()
-    supported = ", ".join(sorted(_SAVE_FORMATS))
-    if suffix not in _SAVE_FORMATS:
-        what = f"'{path.suffix}'" if suffix else "without a file suffix"
-        raise InputError(f"cannot write audio {what}: {path}; use one of {supported}")
-    if not path.parent.is_dir():
-        raise InputError(f"no such folder: {path.parent}")
-
-    file_format, subtype = _SAVE_FORMATS[suffix]
+    file_format, subtype = check_audio_target(path)
     if subtype == "VORBIS" and rate > _VORBIS_MAX_RATE:
         raise InputError(f"Ogg Vorbis cannot hold {rate} Hz audio (limit {_VORBIS_MAX_RATE} Hz); "
                          f"use .flac or .wav")

@@ -16,7 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .atomic import atomic_output
 from ..errors import InputError
 
-__all__ = ["MAX_PIXELS", "InputError", "as_image_array", "load_image", "save_image"]
+__all__ = ["MAX_PIXELS", "SAVE_EXTENSIONS", "InputError", "as_image_array", "check_image_target",
+           "load_image", "save_image"]
 
 MAX_PIXELS = 64 * 1024 * 1024
 """Largest image accepted (width * height), checked on the file header before decoding pixels.
@@ -39,6 +40,9 @@ _SAVE_FORMATS = {
     ".jpg": "JPEG",
     ".jpeg": "JPEG",
 }
+
+SAVE_EXTENSIONS = frozenset(_SAVE_FORMATS)
+"""Output suffixes (lower case) `save_image` writes."""
 
 # Modes holding more than 8 bits per sample; silently squashing them would lose data.
 _HIGH_DEPTH_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -197,6 +201,28 @@ def as_image_array(
     raise InputError(f"expected a PIL image or a numpy uint8 array, got {type(image).__name__}")
 
 
+def check_image_target(path: str | Path) -> str:
+    """The PIL format `save_image` writes `path` in, or an InputError.
+
+    Args:
+        path: the destination.
+
+    Raises:
+        InputError: no suffix, a suffix not in `SAVE_EXTENSIONS`, or a missing destination
+            folder.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not suffix:
+        raise InputError(f"cannot tell the image format without a file suffix: {path}; use .png")
+    image_format = _SAVE_FORMATS.get(suffix)
+    if image_format is None:
+        raise InputError(f"cannot write image format '{path.suffix}'; use .png")
+    if not path.parent.is_dir():
+        raise InputError(f"no such folder: {path.parent}")
+    return image_format
+
+
 def save_image(array: np.ndarray, path: str | Path) -> None:
     """Write a uint8 image array atomically, in the format named by the file suffix.
 
@@ -214,14 +240,7 @@ def save_image(array: np.ndarray, path: str | Path) -> None:
     if not isinstance(array, np.ndarray):
         raise InputError(f"expected a numpy uint8 array, got {type(array).__name__}")
     array = _check_array(array, max_pixels=None)
-    suffix = path.suffix.lower()
-    if not suffix:
-        raise InputError(f"cannot tell the image format without a file suffix: {path}; use .png")
-    image_format = _SAVE_FORMATS.get(suffix)
-    if image_format is None:
-        raise InputError(f"cannot write image format '{path.suffix}'; use .png")
-    if not path.parent.is_dir():
-        raise InputError(f"no such folder: {path.parent}")
+    image_format = check_image_target(path)
 
     image = Image.fromarray(array)  # HxW uint8 -> "L", HxWx3 uint8 -> "RGB"
     with atomic_output(path) as tmp:
