@@ -67,39 +67,54 @@ def image_autoencoder(run, train_paths, val_paths, minutes, lr, batch, crop, dev
 @click.option("--lambda", "rd_lambda", type=float, default=400.0, show_default=True,
               help="Rate weight the codebooks are designed for, in squared 8-bit pixel error "
                    "per bit.")
+@click.option("--design", type=click.Choice(["v3", "v4"]), default="v3", show_default=True,
+              help="v3: 128 PCA components in 16 groups, 12 qualities; v4: 256 in 32 groups, "
+                   "14 qualities up to ~37 dB.")
+@click.option("--crops", "codebook_crops", type=int, default=3000, show_default=True,
+              help="Random 128x128 crops whose latents train the codebooks.")
 @user_errors
-def image_codebooks(run, train_paths, val_paths, rd_lambda) -> None:
-    """Build a grouped model (vqimage-v3 design): block PCA + entropy-constrained codebooks,
-    into RUN/state.pt; then train its prior with `image-prior RUN`."""
+def image_codebooks(run, train_paths, val_paths, rd_lambda, design, codebook_crops) -> None:
+    """Build a grouped model (vqimage-v3/v4 design): block PCA + entropy-constrained
+    codebooks, into RUN/state.pt; then train its prior with `image-prior RUN`."""
+    from ..nn.image_model import GROUPED_RUN_CONFIG, V4_RUN_CONFIG
     from ..train.image import train_grouped_codebooks
     train_set, _ = _image_split(train_paths, val_paths)
+    config = {"v3": GROUPED_RUN_CONFIG, "v4": V4_RUN_CONFIG}[design]
     # 16256 = 127.5**2 (rounded, as GROUPED_RD_LAMBDAS): pixel error per bit -> latent units
-    train_grouped_codebooks(run=run, train=train_set, rd_lambda=rd_lambda / 16256)
+    train_grouped_codebooks(run=run, train=train_set, rd_lambda=rd_lambda / 16256,
+                            config=config, codebook_crops=codebook_crops)
 
 
 @train.command("image-filter")
 @click.argument("run")
 @data_options("image")
 @budget_options(minutes=60, lr=2e-4, batch=16)
+@click.option("--init-filter", "init_filter_from", default=None,
+              help="A grouped model (file or shipped name) whose post-filter a new job starts "
+                   "from (vqimage-v4 from v3i).")
 @user_errors
-def image_filter(run, train_paths, val_paths, minutes, lr, batch) -> None:
+def image_filter(run, train_paths, val_paths, minutes, lr, batch, init_filter_from) -> None:
     """Train a grouped model's decoder post-filter (RUN/state.pt, from `image-codebooks`)."""
     from ..train.image import train_decoder_filter
     train_set, val_set = _image_split(train_paths, val_paths)
     train_decoder_filter(run=run, train=train_set, val=val_set, minutes=minutes, lr=lr,
-                         batch=batch)
+                         batch=batch, init_filter_from=init_filter_from)
 
 
 @train.command("image-prior")
 @click.argument("run")
 @data_options("image")
 @budget_options(minutes=30, lr=1e-3)
+@click.option("--init-prior", "init_prior_from", default=None,
+              help="A grouped model (file or shipped name) whose prior a new job starts from "
+                   "where the models share PCA components (vqimage-v4 from v3i).")
 @user_errors
-def image_prior(run, train_paths, val_paths, minutes, lr) -> None:
+def image_prior(run, train_paths, val_paths, minutes, lr, init_prior_from) -> None:
     """Train the prior on a frozen autoencoder (RUN/state.pt) into RUN/prior_state.pt."""
     from ..train.image import train_prior
     train_set, val_set = _image_split(train_paths, val_paths)
-    train_prior(run=run, train=train_set, val=val_set, minutes=minutes, lr=lr)
+    train_prior(run=run, train=train_set, val=val_set, minutes=minutes, lr=lr,
+                init_prior_from=init_prior_from)
 
 
 def _audio_split(train_paths: tuple[str, ...], val_paths: tuple[str, ...]):

@@ -7,7 +7,7 @@ import torch
 
 from ..errors import TrainingError
 from ..nn.audio_model import AudioModelConfig, VQAudioModel
-from ..nn.image_model import GROUPED_RD_LAMBDAS, VQImageModel
+from ..nn.image_model import VQImageModel
 from ..zoo.registry import save_model
 from .loop import read_run_config
 
@@ -22,7 +22,7 @@ def export_run(run: str | Path, output: str | Path, *, name: str, qualities: lis
         output: the model file to write.
         name: model id written into every .vqc file.
         qualities: stages per rate setting (e.g. [4, 8, 16]); None for a grouped image model
-            means all rounds at each of the shipped rate weights.
+            means all rounds at each rate weight of its config's ladder.
         default_quality: the quality (1-based) used when none is asked for.
 
     Raises:
@@ -38,7 +38,7 @@ def export_run(run: str | Path, output: str | Path, *, name: str, qualities: lis
         if not grouped:
             raise TrainingError("this model needs its qualities (stages per rate setting, "
                                 "e.g. --qualities 4,8,16)")
-        qualities = [[config.num_stages, lam] for lam in GROUPED_RD_LAMBDAS]
+        qualities = [[config.num_stages, lam] for lam in config.quality_lambdas]
     model = (VQAudioModel if isinstance(config, AudioModelConfig) else VQImageModel)(config)
     prior_state = torch.load(run / "prior_state.pt", weights_only=True)
     ae_state = torch.load(run / "state.pt", weights_only=True)

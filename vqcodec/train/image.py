@@ -18,8 +18,7 @@ from ..errors import TrainingError
 from ..eval.metrics import psnr
 from ..nn.grouped_rvq import train_codebooks
 from ..nn.image_autoencoder import init_linear_path_from_pca
-from ..nn.image_model import (GROUPED_RD_LAMBDAS, GROUPED_RUN_CONFIG, ImageModelConfig,
-                              VQImageModel)
+from ..nn.image_model import GROUPED_RUN_CONFIG, ImageModelConfig, VQImageModel
 from .data import CropSampler, load_training_images, validation_crops
 from .loop import TrainingRun, read_run_config, write_run_config
 from .prior import fit_prior
@@ -158,7 +157,8 @@ def train_prior(*, run: str, train: list[str], val: list[str], minutes: float,
                 crop: int = 256, num_crops: int = 1600, batch: int = 8,
                 stages_per_step: int = 6, lr: float = 1e-3,
                 log_every: int = 50, eval_every_s: float = 300,
-                max_steps: int | None = None, rd_lambdas: list[float] | None = None) -> None:
+                max_steps: int | None = None, rd_lambdas: list[float] | None = None,
+                init_prior_from: str | None = None) -> None:
     """Train the prior on indices of a frozen autoencoder (crops are encoded once, up front).
 
     Resumes from `<run>/prior_state.pt`; otherwise starts from the autoencoder state file.
@@ -173,11 +173,13 @@ def train_prior(*, run: str, train: list[str], val: list[str], minutes: float,
         crop, num_crops: size and number of training crops encoded once (cached in the run).
         batch, stages_per_step, lr: the optimisation (each step scores a random subset of stages).
         rd_lambdas: grouped models: the rate weights of the model's qualities (crops are coded
-            at each in turn); default the shipped ones (`GROUPED_RD_LAMBDAS`).
+            at each in turn); default the config's ladder (`quality_lambdas`).
+        init_prior_from: a grouped model (file or shipped name) whose prior a new job starts
+            from where the two models share components (`transfer_grouped_prior`).
     """
     config = read_run_config(run, "image") if config is None else config
     if config.num_groups and rd_lambdas is None:
-        rd_lambdas = GROUPED_RD_LAMBDAS
+        rd_lambdas = config.quality_lambdas
     model = VQImageModel(config)
     s_total = config.num_stages
 
@@ -188,6 +190,9 @@ def train_prior(*, run: str, train: list[str], val: list[str], minutes: float,
                      else [vq.codebook for vq in model.quantizer.stages])
             for s, book in enumerate(books):
                 model.prior.stage_log_scale[s] = book.pow(2).mean().sqrt().clamp_min(1e-6).log()
+        if init_prior_from:
+            from ..zoo.registry import load_model
+            transfer_grouped_prior(model, load_model(init_prior_from).model)
 
     def encode_index_sets() -> dict[str, torch.Tensor]:
         return {"train": encode_crops(model, load_training_images(train), crop=crop,
@@ -218,10 +223,89 @@ def train_prior(*, run: str, train: list[str], val: list[str], minutes: float,
               log_every=log_every, eval_every_s=eval_every_s, warm_start=start_scales)
 
 
+@torch.no_grad()
+def shared_component_signs(model: VQImageModel, donor: VQImageModel) -> torch.Tensor:
+    """[donor's D]: +1 or -1 where `model`'s PCA component equals the donor's up to sign,
+    0 where it differs (the two transforms were fitted to other crops)."""
+    d_old = donor.quantizer.dim
+    w_new = model.encoder.linear.weight.flatten(1)[:d_old]
+    w_old = donor.encoder.linear.weight.flatten(1).to(w_new)
+    cos = (w_new * w_old).sum(1) / (w_new.norm(dim=1) * w_old.norm(dim=1))
+    return torch.where(cos.abs() > 0.99, cos.sign(), torch.zeros_like(cos))
+
+
+@torch.no_grad()
+def transfer_decoder_filter(model: VQImageModel, donor: VQImageModel) -> None:
+    """Start `model`'s post-filter as `donor`'s: same layers, the first one reading the
+    shared PCA components (sign-aligned) and ignoring the rest at first."""
+    new, old = model.decoder.net, donor.decoder.net
+    sign = shared_component_signs(model, donor)
+    first_new, first_old = new[0].weight, old[0].weight.to(new[0].weight)
+    if first_new.shape[0] != first_old.shape[0] or len(new) != len(old):
+        raise TrainingError("the donor post-filter does not fit this model")
+    first_new.zero_()
+    first_new[:, :len(sign)] = first_old * sign[None, :, None, None]
+    new[0].bias.copy_(old[0].bias)
+    for a, b in zip(list(new)[1:], list(old)[1:]):
+        a.load_state_dict(b.state_dict())
+
+
+@torch.no_grad()
+def transfer_grouped_prior(model: VQImageModel, donor: VQImageModel) -> int:
+    """Start `model`'s grouped prior from `donor`'s where they overlap: a wider PCA whose
+    leading components are the donor's (same training crops: vqimage-v4 from v3).
+
+    The trunk is copied; stem inputs of the shared components are copied with the sign of
+    each PCA component aligned (eigenvectors are defined up to sign); each shared group's
+    code embeddings and biases come from the donor's nearest codeword of the same round and
+    group. The remaining groups start as their codebooks' static rates (`code_bits`). Returns the number of
+    PCA components shared.
+    """
+    prior, old = model.prior, donor.prior
+    d_new, d_old = model.quantizer.dim, donor.quantizer.dim
+    g_old, gd = donor.quantizer.num_groups, donor.quantizer.group_dim
+    if (gd != model.quantizer.group_dim or d_old > d_new or old.code_embedding.shape[-1]
+            != prior.code_embedding.shape[-1] or prior.blocks[0].conv1.weight.shape
+            != old.blocks[0].conv1.weight.shape or model.config.num_stages
+            != donor.config.num_stages or model.quantizer.num_codes != donor.quantizer.num_codes):
+        raise TrainingError("the donor prior does not fit this model")
+    sign = shared_component_signs(model, donor)
+    shared = int((sign != 0).sum())
+    stem_new, stem_old = prior.stem.weight, old.stem.weight.to(prior.stem.weight)
+    stem_new.zero_()
+    stem_new[:, :d_old] = stem_old[:, :d_old] * sign[None, :, None, None]
+    stem_new[:, d_new:d_new + d_old] = stem_old[:, d_old:2 * d_old] * sign[None, :, None, None]
+    stem_new[:, 2 * d_new] = stem_old[:, 2 * d_old]
+    prior.stem.bias.copy_(old.stem.bias)
+    prior.stage_log_scale.copy_(old.stage_log_scale)
+    prior.stage_embedding.load_state_dict(old.stage_embedding.state_dict())
+    prior.blocks.load_state_dict(old.blocks.state_dict())
+    f = prior.code_embedding.shape[-1]
+    prior.head.weight[:g_old * f] = old.head.weight
+    prior.head.bias[:g_old * f] = old.head.bias
+    # Groups the donor does not have start as the static rates of their codebooks: no
+    # features (zero head rows; the random code embeddings still give them a gradient).
+    prior.head.weight[g_old * f:] = 0
+    prior.head.bias[g_old * f:] = 0
+    prior.code_bias.copy_(-model.quantizer.code_bits * math.log(2))
+    group_sign = sign.view(g_old, gd)
+    for s in range(model.config.num_stages):
+        for g in range(g_old):
+            if (group_sign[g] == 0).any():
+                continue
+            new_book = model.quantizer.codebooks[s, g] * group_sign[g]
+            old_book = donor.quantizer.codebooks[s, g].to(new_book)
+            nearest = torch.cdist(new_book, old_book).argmin(1)
+            prior.code_embedding[s, g] = old.code_embedding[s, g, nearest]
+            prior.code_bias[s, g] = old.code_bias[s, g, nearest]
+    return shared
+
+
 def train_grouped_codebooks(*, run: str, train: list[str], rd_lambda: float,
                             config: ImageModelConfig = GROUPED_RUN_CONFIG, crop: int = 128,
                             pca_crops: int = 1000,
-                            codebook_crops: int = 3000, iters: int = 12) -> None:
+                            codebook_crops: int = 3000, iters: int = 12,
+                            seed: int = 0) -> None:
     """Build a grouped model's transform and quantizer (vqimage-v3): the block PCA of training
     crops, then entropy-constrained codebooks on the latents of other crops. Writes
     `<run>/state.pt` (step 0), which `train_prior` and `train_decoder_filter` continue from.
@@ -257,22 +341,24 @@ def train_grouped_codebooks(*, run: str, train: list[str], rd_lambda: float,
                                  for i in range(0, codebook_crops, 100)])
         latents = latents.permute(0, 2, 3, 1).reshape(-1, config.autoencoder.latent_dim)
         train_codebooks(model.quantizer, latents, rd_lambda=rd_lambda, iters=iters,
-                        log=job.log_stream)
+                        seed=seed, log=job.log_stream)
         job.log(f"codebooks done: {len(latents)} vectors, {job.elapsed()[1]:.0f} CPU s")
         job.save(model, None)
 
 
 def train_decoder_filter(*, run: str, train: list[str], val: list[str], minutes: float,
-                         rd_lambdas: list[float] = GROUPED_RD_LAMBDAS, lr: float = 2e-4,
+                         rd_lambdas: list[float] | None = None, lr: float = 2e-4,
                          batch: int = 16,
                          crop: int = 128, val_crop: int = 256, log_every: int = 50,
-                         eval_every_s: float = 300, max_steps: int | None = None) -> None:
+                         eval_every_s: float = 300, max_steps: int | None = None,
+                         init_filter_from: str | None = None) -> None:
     """Train a grouped model's decoder conv path as a post-filter: the encoder, codebooks and
     inverse PCA stay fixed; the conv path learns to remove what quantization left (block
     edges, lost texture) from decoded latents. Each batch is coded at one of `rd_lambdas`.
 
     Reads and updates `<run>/state.pt` (resumable; its filter_* entries hold the progress).
-    The indices do not change, so this can run beside `train_prior`.
+    The indices do not change, so this can run beside `train_prior`. `init_filter_from`: a
+    grouped model whose post-filter a new job starts from (`transfer_decoder_filter`).
 
     Raises:
         TrainingError: the run has no grouped model state, or its model has no conv path.
@@ -281,6 +367,7 @@ def train_decoder_filter(*, run: str, train: list[str], val: list[str], minutes:
     if "model" not in job.state or not (job.folder / "config.json").exists():
         raise TrainingError(f"{run} has no model state: build it with image-codebooks first")
     config = read_run_config(run, "image")
+    rd_lambdas = config.quality_lambdas if rd_lambdas is None else rd_lambdas
     model = VQImageModel(config)
     missing, unexpected = model.load_state_dict(job.state["model"], strict=False)
     if unexpected or not all(k.startswith(("decoder.net.", "prior.")) for k in missing):
@@ -292,6 +379,9 @@ def train_decoder_filter(*, run: str, train: list[str], val: list[str], minutes:
         with torch.no_grad():
             net[-2].weight.zero_()
             net[-2].bias.zero_()
+    if init_filter_from and job.step == 0:
+        from ..zoo.registry import load_model
+        transfer_decoder_filter(model, load_model(init_filter_from).model)
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.99))
     job.restore_optimizer(opt, lr=lr)
     sampler = CropSampler(load_training_images(train), crop, seed=1000 + job.step)
