@@ -31,6 +31,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 def digests(data: bytes) -> str:
     payload = unpack_container(data)[1]
+    payload = payload if isinstance(payload, bytes) else b"".join(payload)  # v3: the chunks
     return f"{hashlib.sha256(data).hexdigest()} payload {hashlib.sha256(payload).hexdigest()}"
 
 

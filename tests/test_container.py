@@ -1,6 +1,11 @@
-"""Tests for the `.vqc` container: round trips, and refusal of every malformed input."""
+"""Tests for the `.vqc` container: round trips, and refusal of every malformed input.
+
+Most of these run on version-2 files (one payload, one CRC at the end), which vqcodec still
+reads and can write; the version-3 layout (one chunk per stage) is tested in
+`test_progressive.py`."""
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 
@@ -33,6 +38,7 @@ IMAGE_HEADER = ContainerHeader(
     sample_rate=0,
     latent_shape=(60, 80),
     index_check=0x1234_5678,
+    version=2,
 )
 AUDIO_HEADER = ContainerHeader(
     media_type=MediaType.AUDIO,
@@ -44,6 +50,7 @@ AUDIO_HEADER = ContainerHeader(
     latent_shape=(75,),
     portable=True,
     index_check=0xFFFF_FFFF,
+    version=2,
 )
 SMALL = pack_container(IMAGE_HEADER, b"\x01\x02\x03\x04\x05")
 
@@ -59,12 +66,15 @@ def test_round_trip(header: ContainerHeader, payload: bytes) -> None:
     data = pack_container(header, payload)
     assert unpack_container(data) == (header, payload)
     assert read_header(data) == header
-    assert data.startswith(MAGIC) and data[4] == FORMAT_VERSION
+    assert data.startswith(MAGIC) and data[4] == 2
 
 
 def test_documented_header_size() -> None:
-    # docs/format.md works this example through: 57 header bytes, payload, 4 CRC bytes.
+    # docs/format.md works this example through: version 2, 57 header bytes, payload, 4 CRC
+    # bytes; version 3, 58 header bytes (CRC included), 4 + 3 + 4 chunk bytes.
     assert len(pack_container(IMAGE_HEADER, b"xyz")) == 57 + 3 + 4
+    v3 = dataclasses.replace(IMAGE_HEADER, version=FORMAT_VERSION)
+    assert FORMAT_VERSION == 3 and len(pack_container(v3, b"xyz")) == 58 + 4 + 3 + 4
 
 
 def test_weights_hash() -> None:
@@ -130,7 +140,7 @@ def test_error_messages(data: bytes, message: str) -> None:
 
 def test_unknown_version() -> None:
     data = MAGIC + bytes([7]) + SMALL[5:]
-    with pytest.raises(ContainerError, match=r"^unsupported \.vqc format version 7 \(this vqcodec reads versions 1, 2; a newer vqcodec may read it\)$"):
+    with pytest.raises(ContainerError, match=r"^unsupported \.vqc format version 7 \(this vqcodec reads versions 1, 2, 3; a newer vqcodec may read it\)$"):
         unpack_container(data)
 
 
@@ -235,6 +245,7 @@ def test_fuzz_round_trip(
         latent_shape=tuple(latent),
         portable=portable,
         index_check=check,
+        version=2,
     )
     assert unpack_container(pack_container(header, payload)) == (header, payload)
 
@@ -284,7 +295,9 @@ _VALID = dict(
         {"portable": 1},
         {"index_check": -1},
         {"index_check": 2**32},
-        {"version": 3},
+        {"version": 4},
+        {"num_chunks": 2},
+        {"version": 2, "num_stages": 2, "num_chunks": 2},
     ],
 )
 def test_invalid_header_fields(override: dict) -> None:
@@ -332,8 +345,8 @@ def test_unknown_flags_and_versions_are_refused() -> None:
     body = pack_container(IMAGE_HEADER, b"")[:-4]
     with pytest.raises(ContainerError, match="unknown flags 0x02"):
         unpack_container(_with_crc(body[:5] + b"\x02" + body[6:]))
-    with pytest.raises(ContainerError, match="unsupported .vqc format version 3"):
-        unpack_container(_with_crc(body[:4] + b"\x03" + body[5:]))
+    with pytest.raises(ContainerError, match="unsupported .vqc format version 4"):
+        unpack_container(_with_crc(body[:4] + b"\x04" + body[5:]))
 
 
 def test_writing_needs_an_index_check() -> None:

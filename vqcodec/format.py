@@ -1,14 +1,17 @@
 """The `.vqc` container: a small self-describing header, the entropy-coded payload, a CRC32.
 
 This module is the single place that knows the byte layout (documented in `docs/format.md`).
-Everything is little-endian. Version 2 (written):
+Everything is little-endian. Version 3 (written):
 
     magic (4) | version u8 | flags u8 | media type u8 | model id length u8 | model id bytes
     | weights hash (8) | num_stages u8 | ndim u8 | shape dims u32 each | sample_rate u32
-    | latent ndim u8 | latent dims u32 each | index check u32 | payload length u32
-    | payload bytes | CRC32 u32 (zlib.crc32 over everything before it)
+    | latent ndim u8 | latent dims u32 each | index check u32 | chunk count u8
+    | header CRC32 u32 | chunk count x (chunk length u32 | chunk bytes | CRC32 u32)
 
-Version 1 (still read) has no flags byte and no index check.
+Every CRC32 is zlib.crc32 of all the file's bytes before it, so a file cut after any chunk is
+still a verified prefix: with one chunk per stage (images), the first k chunks decode the first
+k stages. Version 2 (still read and writable) has one payload (length u32, bytes) and one CRC32
+at the end, after the index check; version 1 (read only) has no flags byte and no index check.
 
 `unpack_container` treats its input as untrusted: it never indexes past the end of the data and
 raises nothing but `ContainerError`, whose message is one line meant for the user.
@@ -20,7 +23,9 @@ import hashlib
 import operator
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+
 from .errors import ContainerError
 
 __all__ = [
@@ -31,7 +36,9 @@ __all__ = [
     "ContainerError",
     "ContainerHeader",
     "MediaType",
+    "Payload",
     "pack_container",
+    "stages_held",
     "index_check",
     "read_header",
     "unpack_container",
@@ -41,8 +48,13 @@ __all__ = [
 # The 0x89 byte (as in PNG) makes the magic non-ASCII, so text tools and transfers that
 # mangle 8-bit data are caught by the very first check.
 MAGIC = b"VQC\x89"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+WRITABLE_VERSIONS = (2, 3)
+
+# What a payload is: one range-coder stream (versions 1, 2) or a tuple of separately coded
+# chunks (version 3).
+Payload = bytes | tuple[bytes, ...]
 
 FLAG_PORTABLE = 0x01  # tables come from an exact integer prior: decodes on any machine
 _KNOWN_FLAGS = FLAG_PORTABLE
@@ -114,7 +126,11 @@ class ContainerHeader:
             identically on every machine (flag bit 0).
         index_check: CRC32 of the coded indices (see `index_check`), which the decoder compares
             with what it decoded; None for version-1 files, which carry none.
-        version: the format version the header was read from (written files: the current).
+        version: the format version the header was read from, or is to be written in (default:
+            the current one).
+        num_chunks: how many separately coded chunks the payload has (version 3): 1 (every
+            stage in one stream) or `num_stages` (chunk i holds stage i, so a file cut after k
+            chunks still decodes its first k stages). Always 1 before version 3.
     """
 
     media_type: MediaType
@@ -127,6 +143,7 @@ class ContainerHeader:
     portable: bool = False
     index_check: int | None = None
     version: int = FORMAT_VERSION
+    num_chunks: int = 1
 
     def __post_init__(self) -> None:
         # Frozen dataclass: normalise through object.__setattr__.
@@ -189,6 +206,19 @@ class ContainerHeader:
             set_field(self, "index_check", check)
         if self.version not in READABLE_VERSIONS:
             raise ContainerError(f"unsupported .vqc format version {self.version}")
+        num_chunks = _as_int(self.num_chunks, "num_chunks")
+        if num_chunks not in (1, num_stages):
+            raise ContainerError(
+                f"num_chunks must be 1 or num_stages ({num_stages}), got {num_chunks}")
+        if self.version < 3 and num_chunks != 1:
+            raise ContainerError(f"format version {self.version} has one payload, not "
+                                 f"{num_chunks} chunks")
+        set_field(self, "num_chunks", num_chunks)
+
+    @property
+    def chunk_per_stage(self) -> bool:
+        """Chunk i holds stage i (so the file is truncatable stage by stage)."""
+        return self.num_chunks == self.num_stages
 
 
 def index_check(indices) -> int:
@@ -216,13 +246,13 @@ def weights_hash(data: bytes) -> bytes:
 
 
 def _encode_header(header: ContainerHeader) -> bytes:
-    """Header bytes up to and including the sample rate and latent shape (no payload length)."""
+    """Header bytes up to and including the index check (what versions 2 and 3 share)."""
     model_id = header.model_id.encode("ascii")
     if header.index_check is None:
         raise ContainerError("a written .vqc file needs the index check of its indices")
     parts = [
         MAGIC,
-        _U8.pack(FORMAT_VERSION),
+        _U8.pack(header.version),
         _U8.pack(FLAG_PORTABLE if header.portable else 0),
         _U8.pack(header.media_type),
         _U8.pack(len(model_id)),
@@ -239,23 +269,56 @@ def _encode_header(header: ContainerHeader) -> bytes:
     return b"".join(parts)
 
 
-def pack_container(header: ContainerHeader, payload: bytes) -> bytes:
-    """Serialise a header and its payload into `.vqc` bytes.
+def pack_container(header: ContainerHeader, payload: bytes | Sequence[bytes]) -> bytes:
+    """Serialise a header and its payload into `.vqc` bytes, in `header.version` (2 or 3).
 
     Args:
         header: the (already validated) container header.
-        payload: the entropy-coded stream; at most 2**32-1 bytes.
+        payload: version 3: the `header.num_chunks` chunks (one range-coder stream each; a
+            single `bytes` is one chunk); version 2: the one stream. Each at most 2**32-1 bytes.
 
     Returns:
-        The complete file contents, CRC32 included.
+        The complete file contents, CRC32s included.
     """
     if not isinstance(header, ContainerHeader):
         raise TypeError(f"header must be a ContainerHeader, got {type(header).__name__}")
-    payload = bytes(payload)
-    if len(payload) > MAX_U32:
-        raise ContainerError(f"payload too large for a .vqc file: {len(payload)} bytes")
-    body = _encode_header(header) + _U32.pack(len(payload)) + payload
-    return body + _U32.pack(zlib.crc32(body))
+    if header.version not in WRITABLE_VERSIONS:
+        raise ContainerError(f"vqcodec writes .vqc format versions "
+                             f"{', '.join(map(str, WRITABLE_VERSIONS))}, not {header.version}")
+    chunks = ((bytes(payload),) if isinstance(payload, (bytes, bytearray, memoryview))
+              else tuple(bytes(chunk) for chunk in payload))
+    if len(chunks) != header.num_chunks:
+        raise ContainerError(f"the header declares {header.num_chunks} chunk(s), "
+                             f"got {len(chunks)}")
+    for chunk in chunks:
+        if len(chunk) > MAX_U32:
+            raise ContainerError(f"payload too large for a .vqc file: {len(chunk)} bytes")
+    if header.version == 2:
+        body = _encode_header(header) + _U32.pack(len(chunks[0])) + chunks[0]
+        return body + _U32.pack(zlib.crc32(body))
+    # Version 3: each CRC32 covers every byte of the file before it (the running CRC).
+    body = _encode_header(header) + _U8.pack(header.num_chunks)
+    crc = zlib.crc32(body)
+    parts = [body, _U32.pack(crc)]
+    for chunk in chunks:
+        piece = _U32.pack(len(chunk)) + chunk
+        crc = zlib.crc32(piece, zlib.crc32(parts[-1], crc))  # the previous CRC field, the chunk
+        parts += [piece, _U32.pack(crc)]
+    return b"".join(parts)
+
+
+def stages_held(header: ContainerHeader, payload: Payload) -> int:
+    """How many stages, from stage 0, `payload` (as `unpack_container` returned it, possibly
+    truncated) holds: all of them in a complete file, the complete chunks' count in a file
+    with one chunk per stage, else 0.
+
+    Args:
+        header: the file's header.
+        payload: its payload.
+    """
+    if isinstance(payload, bytes) or len(payload) == header.num_chunks:
+        return header.num_stages
+    return len(payload) if header.chunk_per_stage else 0
 
 
 class _Reader:
@@ -283,18 +346,24 @@ class _Reader:
         return _U32.unpack(self.take(_U32.size, what))[0]
 
 
-def unpack_container(data: bytes) -> tuple[ContainerHeader, bytes]:
+def unpack_container(data: bytes, *, allow_truncation: bool = False
+                     ) -> tuple[ContainerHeader, Payload]:
     """Parse and verify `.vqc` bytes.
 
     Checks run in this order: empty or too short, magic, format version, the bounds of every
-    header field, media type, payload length (exactly the bytes before the CRC), CRC32, and
-    finally the header field values.
+    header field, media type, then (versions 1, 2) payload length (exactly the bytes before
+    the CRC) and CRC32, or (version 3) the header CRC32; then the header field values; then
+    (version 3) each chunk's bounds and CRC32, and nothing after the last chunk.
 
     Args:
         data: the complete file contents (untrusted).
+        allow_truncation: accept a version-3 file cut short: the complete chunks are returned
+            (possibly none) and an incomplete last one is dropped; `stages_held` says how many
+            stages they hold. A chunk whose CRC does not match is refused all the same.
 
     Returns:
-        The header and the payload bytes.
+        The header and the payload: the stream's bytes (versions 1, 2), or the tuple of the
+        chunks' bytes (version 3).
 
     Raises:
         ContainerError: for anything that is not a valid container, and nothing else.
@@ -333,28 +402,22 @@ def unpack_container(data: bytes) -> tuple[ContainerHeader, bytes]:
     latent_ndim = reader.u8("latent shape")
     latent_shape = tuple(reader.u32("latent shape") for _ in range(latent_ndim))
     check = reader.u32("index check") if version >= 2 else None
-    payload_len = reader.u32("payload length")
+    if version >= 3:
+        num_chunks = reader.u8("chunk count")
+        crc_offset = reader.pos
+        stored_crc = reader.u32("header checksum")
+        if media_type not in MediaType._value2member_map_:
+            raise ContainerError(f"unknown media type {media_type} in .vqc header")
+        if zlib.crc32(data[:crc_offset]) != stored_crc:
+            raise ContainerError("corrupted .vqc file (header CRC mismatch)")
+    else:
+        num_chunks = 1
+        payload_len = reader.u32("payload length")
+        if media_type not in MediaType._value2member_map_:
+            raise ContainerError(f"unknown media type {media_type} in .vqc header")
+        payload = _read_single_payload(reader, payload_len)
 
-    if media_type not in MediaType._value2member_map_:
-        raise ContainerError(f"unknown media type {media_type} in .vqc header")
-
-    available = reader.remaining
-    if available < payload_len:
-        raise ContainerError(
-            f"truncated .vqc file: expected {payload_len} payload bytes, found {available}"
-        )
-    if available < payload_len + _CRC_SIZE:
-        raise ContainerError("truncated .vqc file: checksum missing")
-    if available > payload_len + _CRC_SIZE:
-        raise ContainerError("trailing data after .vqc payload")
-
-    payload = reader.take(payload_len, "payload")
-    crc_offset = reader.pos
-    (stored_crc,) = _U32.unpack(reader.take(_CRC_SIZE, "checksum"))
-    if zlib.crc32(data[:crc_offset]) != stored_crc:
-        raise ContainerError("corrupted .vqc file (CRC mismatch)")
-
-    # The bytes are intact; a bad value past this point comes from a faulty writer.
+    # The header bytes are intact; a bad value past this point comes from a faulty writer.
     if flags & ~_KNOWN_FLAGS:
         raise ContainerError(f"invalid .vqc header: unknown flags 0x{flags:02x}")
     try:
@@ -373,17 +436,80 @@ def unpack_container(data: bytes) -> tuple[ContainerHeader, bytes]:
             portable=bool(flags & FLAG_PORTABLE),
             index_check=check,
             version=version,
+            num_chunks=num_chunks,
         )
     except ContainerError as exc:
         raise ContainerError(f"invalid .vqc header: {exc}") from None
+    if version >= 3:
+        payload = _read_chunks(reader, num_chunks, stored_crc, allow_truncation)
     return header, payload
 
 
-def read_header(data: bytes) -> ContainerHeader:
+def _read_single_payload(reader: _Reader, payload_len: int) -> bytes:
+    """Versions 1, 2: the payload of `payload_len` bytes and the file's CRC32 after it."""
+    available = reader.remaining
+    if available < payload_len:
+        raise ContainerError(
+            f"truncated .vqc file: expected {payload_len} payload bytes, found {available}"
+        )
+    if available < payload_len + _CRC_SIZE:
+        raise ContainerError("truncated .vqc file: checksum missing")
+    if available > payload_len + _CRC_SIZE:
+        raise ContainerError("trailing data after .vqc payload")
+    payload = reader.take(payload_len, "payload")
+    crc_offset = reader.pos
+    (stored_crc,) = _U32.unpack(reader.take(_CRC_SIZE, "checksum"))
+    if zlib.crc32(reader.data[:crc_offset]) != stored_crc:
+        raise ContainerError("corrupted .vqc file (CRC mismatch)")
+    return payload
+
+
+def _read_chunks(reader: _Reader, num_chunks: int, crc: int,
+                 allow_truncation: bool) -> tuple[bytes, ...]:
+    """Version 3: the chunks after the header, each checked against its CRC32 (the running
+    CRC of the file up to it; `crc` is the header's).
+
+    Args:
+        reader: positioned after the header CRC.
+        num_chunks: how many chunks the header declares.
+        crc: the running CRC32 so far (the header CRC's value).
+        allow_truncation: return the complete chunks of a file cut short instead of refusing it.
+    """
+    crc = zlib.crc32(_U32.pack(crc), crc)
+    chunks = []
+    for i in range(num_chunks):
+        start = reader.pos
+        length = _U32.unpack(reader.data[start:start + _U32.size])[0] if (
+            reader.remaining >= _U32.size) else None
+        if length is None or reader.remaining < _U32.size + length + _CRC_SIZE:
+            if allow_truncation:
+                break
+            found = max(0, reader.remaining - _U32.size)
+            raise ContainerError(
+                f"truncated .vqc file: it ends inside chunk {i + 1} of {num_chunks}"
+                + (f" (expected {length} bytes and a checksum, found {found})"
+                   if length is not None else ""))
+        reader.take(_U32.size, "chunk length")
+        chunk = reader.take(length, "chunk")
+        crc = zlib.crc32(chunk, zlib.crc32(reader.data[start:start + _U32.size], crc))
+        stored = reader.u32("chunk checksum")
+        if stored != crc:
+            raise ContainerError(f"corrupted .vqc file (CRC mismatch in chunk {i + 1} of "
+                                 f"{num_chunks})")
+        crc = zlib.crc32(_U32.pack(stored), crc)
+        chunks.append(chunk)
+    else:
+        if reader.remaining:
+            raise ContainerError("trailing data after .vqc payload")
+    return tuple(chunks)
+
+
+def read_header(data: bytes, *, allow_truncation: bool = False) -> ContainerHeader:
     """Parse and verify `.vqc` bytes, returning only the header (the whole file is checked).
 
     Args:
         data: the complete file contents (untrusted).
+        allow_truncation: accept a version-3 file cut short (see `unpack_container`).
     """
-    header, _ = unpack_container(data)
+    header, _ = unpack_container(data, allow_truncation=allow_truncation)
     return header

@@ -12,6 +12,7 @@ integer count tables: the same on every machine, so its files are portable).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -20,8 +21,8 @@ import torch
 from ..nn.audio_prior import FramePrior
 from ..nn.fixed_point import ExpTable, exact_mode
 from ..nn.integer_frame_prior import IntegerFramePrior
-from .entropy import IndexDecoder, IndexEncoder, nll_bits, probability_table
-from .latent_codec import CompressedIndices, single_thread
+from .entropy import IndexEncoder, nll_bits, probability_table
+from .latent_codec import CompressedIndices, TableDraw, single_thread, stage_decoders
 
 # (channel, stage, frame, probability table [1, K], what `_nll_bits` needs) -> the index
 # coded there
@@ -95,17 +96,30 @@ class FrameByFrameCodec:
             return int(symbol[0])
 
         self._walk(*indices.shape, code)
-        return CompressedIndices(encoder.finish(), nll)
+        return CompressedIndices((encoder.finish(),), nll)
 
-    def decompress(self, payload: bytes, channels: int, num_stages: int,
+    def decompress(self, payload: bytes | Sequence[bytes], channels: int, num_stages: int,
                    num_frames: int) -> torch.Tensor:
-        """Indices [channels, num_stages, num_frames] from `payload`; a payload that does not
-        decode raises CorruptPayloadError (a corrupted one may also decode to other valid
-        indices, which the file's index check is there to catch)."""
-        decoder = IndexDecoder(payload, num_codes=self.prior.num_codes)
+        """Indices [channels, num_stages, num_frames] from `payload` (one stream, as bytes or a
+        one-chunk sequence: every frame holds all stages, so stages cannot be cut apart); a
+        payload that does not decode raises CorruptPayloadError (a corrupted one may also
+        decode to other valid indices, which the file's index check is there to catch)."""
+        if not isinstance(payload, (bytes, bytearray, memoryview)) and len(payload) != 1:
+            raise ValueError(f"audio is coded in one stream, got {len(payload)}")
+        decoder = stage_decoders(payload, 1, self.prior.num_codes)[0]
 
         def code(c: int, s: int, t: int, table: np.ndarray, evidence: Any) -> int:
             return int(decoder.read(table)[0])
+
+        return self._walk(channels, num_stages, num_frames, code)
+
+    def sample(self, channels: int, num_stages: int, num_frames: int,
+               draw: TableDraw) -> torch.Tensor:
+        """Indices [channels, num_stages, num_frames] drawn from the prior in the codec's own
+        order (frame by frame, stage by stage), each index drawn from its table by `draw`."""
+
+        def code(c: int, s: int, t: int, table: np.ndarray, evidence: Any) -> int:
+            return int(draw(table)[0])
 
         return self._walk(channels, num_stages, num_frames, code)
 
@@ -181,4 +195,4 @@ class IntegerFrameCodec(FrameByFrameCodec):
                 symbols = indices[c, :, t0:t0 + n].T.reshape(-1).numpy()
                 encoder.add(symbols, table)
                 nll += self._nll_bits(table, symbols)
-        return CompressedIndices(encoder.finish(), nll)
+        return CompressedIndices((encoder.finish(),), nll)

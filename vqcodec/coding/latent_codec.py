@@ -3,11 +3,15 @@
 `compress` and `decompress` run one loop, `_walk`, so the encoder computes exactly the prior
 evaluations the decoder will: same inputs, same shapes, same order. Stream order: stage 0..S'-1,
 within a stage the passes of the context schedule, within a pass positions in raster order.
+Stages can go into one range-coder stream or into one stream each (format version 3), and
+decoding can stop after any stage: a stage depends on earlier stages only.
+`sample` runs the same walk with indices drawn from the tables instead of coded.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Callable
 
 import math
@@ -45,14 +49,46 @@ def single_thread():
         torch.set_num_threads(threads)
 
 
+# Draws one index per row of a probability table [n, K] (see `sampling.TableSampler`).
+TableDraw = Callable[[np.ndarray], np.ndarray]
+
+
 @dataclass
 class CompressedIndices:
-    payload: bytes
+    """Coded indices: one range-coder stream, or one per stage (`stream_per_stage=True`)."""
+
+    streams: tuple[bytes, ...]
     nll_bits: float  # the prior's ideal code length
 
     @property
+    def payload(self) -> bytes:
+        """The one stream (indices coded into a single stream)."""
+        if len(self.streams) != 1:
+            raise ValueError(f"coded as {len(self.streams)} streams, not one: use .streams")
+        return self.streams[0]
+
+    @property
     def payload_bits(self) -> int:
-        return 8 * len(self.payload)
+        return 8 * sum(len(stream) for stream in self.streams)
+
+
+def stage_decoders(payload: bytes | Sequence[bytes], num_stages: int,
+                   num_codes: int) -> list[IndexDecoder]:
+    """The decoder to read each of `num_stages` stages from (stage s: entry s).
+
+    Args:
+        payload: one stream holding the stages in order (format versions 1, 2, and one-chunk
+            files), or one stream per stage, of which the first `num_stages` are read.
+        num_stages: how many stages are decoded (a prefix of what was coded).
+        num_codes: symbols must be below it.
+    """
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return [IndexDecoder(bytes(payload), num_codes=num_codes)] * num_stages
+    if len(payload) == 1:
+        return [IndexDecoder(payload[0], num_codes=num_codes)] * num_stages
+    if len(payload) < num_stages:
+        raise ValueError(f"{num_stages} stages asked for, {len(payload)} stage streams given")
+    return [IndexDecoder(stream, num_codes=num_codes) for stream in payload[:num_stages]]
 
 
 class StageByStageCodec:
@@ -163,9 +199,17 @@ class StageByStageCodec:
             out.view(b * n, h, w)[:, m] = logp[:, m] / torch.log(torch.tensor(2.0))
         return out
 
-    def compress(self, indices: torch.Tensor) -> CompressedIndices:
-        """Code indices (the quantizer's layout: [S', H, W] here, [R', G, H, W] grouped)."""
-        encoder = IndexEncoder()
+    def compress(self, indices: torch.Tensor, *,
+                 stream_per_stage: bool = False) -> CompressedIndices:
+        """Code indices (the quantizer's layout: [S', H, W] here, [R', G, H, W] grouped).
+
+        Args:
+            indices: the indices.
+            stream_per_stage: one range-coder stream per stage (each flushed on its own, so
+                the first k streams decode the first k stages), instead of a single stream.
+        """
+        num_stages = indices.shape[0]
+        encoders = [IndexEncoder() for _ in range(num_stages if stream_per_stage else 1)]
         nll = 0.0
         want = self._to_walk_layout(indices.cpu())  # [S', H, W, symbols per position]
 
@@ -173,20 +217,38 @@ class StageByStageCodec:
                       table: np.ndarray) -> np.ndarray:
             nonlocal nll
             symbols = want[s][mask.cpu()].reshape(-1).numpy()
-            encoder.add(symbols, table)
+            encoders[s if stream_per_stage else 0].add(symbols, table)
             nll += self._nll_bits(logits, symbols)
             return symbols
 
         self._walk(*want.shape[:3], code_pass)
-        return CompressedIndices(encoder.finish(), nll)
+        return CompressedIndices(tuple(e.finish() for e in encoders), nll)
 
-    def decompress(self, payload: bytes, num_stages: int, height: int, width: int) -> torch.Tensor:
-        """Indices (the quantizer's layout) of `num_stages` stages from `payload`."""
-        decoder = IndexDecoder(payload, num_codes=self.quantizer.num_codes)
+    def decompress(self, payload: bytes | Sequence[bytes], num_stages: int, height: int,
+                   width: int) -> torch.Tensor:
+        """Indices (the quantizer's layout) of the first `num_stages` stages.
+
+        Args:
+            payload: one stream holding the stages in order, or one stream per stage (see
+                `stage_decoders`); fewer stages than were coded may be asked for.
+            num_stages: how many stages to decode, from stage 0.
+            height, width: the latent grid.
+        """
+        decoders = stage_decoders(payload, num_stages, self.quantizer.num_codes)
 
         def code_pass(s: int, mask: torch.Tensor, logits: torch.Tensor,
                       table: np.ndarray) -> np.ndarray:
-            return decoder.read(table)
+            return decoders[s].read(table)
+
+        return self._walk(num_stages, height, width, code_pass)
+
+    def sample(self, num_stages: int, height: int, width: int, draw: TableDraw) -> torch.Tensor:
+        """Indices (the quantizer's layout) drawn from the prior in the codec's own order:
+        stage by stage, pass by pass, each pass's indices drawn from its tables by `draw`."""
+
+        def code_pass(s: int, mask: torch.Tensor, scores: torch.Tensor,
+                      table: np.ndarray) -> np.ndarray:
+            return draw(table)
 
         return self._walk(num_stages, height, width, code_pass)
 

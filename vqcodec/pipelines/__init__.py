@@ -45,12 +45,20 @@ def compress_file(path: str | Path, *, quality: int | None = None, bitrate: floa
                           quality=quality, device=device)
 
 
-def decompress(data: bytes, *, model: str | None = None,
-               device: str = "auto") -> np.ndarray | AudioClip:
-    """Decode `.vqc` bytes: a uint8 image array, or an `AudioClip`, as the header says."""
-    if read_header(data).media_type == MediaType.AUDIO:
-        return decompress_audio(data, model=model, device=device)
-    return decompress_image(data, model=model, device=device)
+def decompress(data: bytes, *, model: str | None = None, device: str = "auto",
+               stages: int | None = None) -> np.ndarray | AudioClip:
+    """Decode `.vqc` bytes: a uint8 image array, or an `AudioClip`, as the header says.
+
+    Args:
+        data: the file's bytes.
+        model: optional model name or file; by default the one the file names.
+        device: "auto", "cpu" or "cuda".
+        stages: decode from the first `stages` stages only (see `decompress_image`); None: all.
+    """
+    # A file cut short still has a header: its media type decides, the pipeline refuses it.
+    if read_header(data, allow_truncation=True).media_type == MediaType.AUDIO:
+        return decompress_audio(data, model=model, device=device, stages=stages)
+    return decompress_image(data, model=model, device=device, stages=stages)
 
 
 def save_decoded(decoded: np.ndarray | AudioClip, path: str | Path) -> None:

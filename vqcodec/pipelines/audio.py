@@ -19,7 +19,7 @@ from ..io.audio import (MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioCli
                        resample)
 from ..format import ContainerHeader, MediaType, pack_container
 from ..device import resolve_device
-from .file import Compression, decode_indices, encode_indices, open_file
+from .file import Compression, decode_indices, encode_indices, open_file, stages_to_decode
 
 WINDOW_SECONDS = 30.0
 MARGIN_FRAMES = 16  # beyond the encoder's and decoder's receptive fields (checked by tests)
@@ -144,8 +144,8 @@ def compress_audio(audio: AudioClip | tuple[np.ndarray, int], *,
         num_stages=stages, shape=(clip.channels, clip.num_samples),
         sample_rate=clip.sample_rate, latent_shape=(clip.channels, indices.shape[2]),
         portable=portable, index_check=check)
-    data = pack_container(header, coded.payload)
-    return AudioCompression(data=data, header=header, payload_bytes=len(coded.payload),
+    data = pack_container(header, coded.streams)
+    return AudioCompression(data=data, header=header, payload_bytes=coded.payload_bits // 8,
                             nll_bits=coded.nll_bits, duration=clip.seconds,
                             raw_kbps=net.config.kbps(stages),
                             seconds=time.perf_counter() - start)
@@ -158,13 +158,16 @@ def expected_frames(num_samples: int, sample_rate: int, model_rate: int, hop: in
 
 
 def decompress_audio(data: bytes, *, model: str | LoadedModel | None = None,
-                     device: str = "auto") -> AudioClip:
+                     device: str = "auto", stages: int | None = None) -> AudioClip:
     """Decode a `.vqc` file's bytes to an `AudioClip` at the original rate, channels and length.
 
     Args:
         data: the file's bytes.
         model: optional model name/path/loaded model; by default the one named in the file.
         device: "auto", "cpu" or "cuda".
+        stages: reconstruct from the first `stages` stages only (a lower bitrate's sound).
+            Audio frames interleave all stages in one stream, so every stage is still
+            decoded (and checked); only the waveform is made from fewer. None: all stages.
     """
     header, payload, loaded, dev = open_file(data, MediaType.AUDIO, model, device)
     net = loaded.model
@@ -177,12 +180,14 @@ def decompress_audio(data: bytes, *, model: str | LoadedModel | None = None,
     frames = expected_frames(num_samples, header.sample_rate, net.config.sample_rate,
                              net.config.hop)
     if (tuple(header.latent_shape) != (channels, frames)
-            or header.num_stages > net.config.num_stages):
-        raise ModelError("inconsistent .vqc header: shape, frames or stages do not fit the model")
+            or header.num_stages > net.config.num_stages or header.num_chunks != 1):
+        raise ModelError("inconsistent .vqc header: shape, frames, stages or chunks do not fit "
+                         "the model")
+    num_stages = stages_to_decode(header, payload, stages)
     indices = decode_indices(header, loaded, payload, channels, header.num_stages, frames)
     out = []
     for c in range(channels):
-        y = decode_channel(net, indices[c].to(dev)).cpu().numpy()
+        y = decode_channel(net, indices[c, :num_stages].to(dev)).cpu().numpy()
         out.append(model_output(y, net, header.sample_rate, num_samples))
     samples = np.clip(np.stack(out), -1, 1).astype(np.float32)  # resampling can overshoot
     return AudioClip(samples=samples, sample_rate=header.sample_rate)

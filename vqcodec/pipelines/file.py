@@ -8,8 +8,9 @@ import torch
 
 from ..coding import file_codec
 from ..device import resolve_device
-from ..errors import CorruptPayloadError, ModelError
-from ..format import ContainerHeader, MediaType, index_check, unpack_container
+from ..errors import ContainerError, CorruptPayloadError, InputError, ModelError
+from ..format import (ContainerHeader, MediaType, Payload, index_check, stages_held,
+                      unpack_container)
 from ..zoo.registry import LoadedModel, model_for_header
 
 
@@ -26,8 +27,11 @@ class Compression:
 
 
 def open_file(data: bytes, media_type: MediaType, model: str | LoadedModel | None,
-              device: str) -> tuple[ContainerHeader, bytes, LoadedModel, torch.device]:
+              device: str) -> tuple[ContainerHeader, Payload, LoadedModel, torch.device]:
     """Verify a `.vqc` file's container and find the model that wrote it.
+
+    A version-3 file cut short is accepted here, its complete chunks returned:
+    `stages_to_decode` then says whether they hold the stages asked for.
 
     Args:
         data: the file's bytes (untrusted).
@@ -38,7 +42,7 @@ def open_file(data: bytes, media_type: MediaType, model: str | LoadedModel | Non
     Returns:
         (header, payload, the model on `device`, the device).
     """
-    header, payload = unpack_container(data)
+    header, payload = unpack_container(data, allow_truncation=True)
     if header.media_type != media_type:
         wanted = "an image" if media_type == MediaType.IMAGE else "audio"
         raise ModelError(f"this .vqc file holds {header.media_type.name.lower()}, not {wanted}")
@@ -46,26 +50,64 @@ def open_file(data: bytes, media_type: MediaType, model: str | LoadedModel | Non
     return header, payload, model_for_header(header, model, dev), dev
 
 
-def encode_indices(loaded: LoadedModel, indices: torch.Tensor):
+def encode_indices(loaded: LoadedModel, indices: torch.Tensor, **options):
     """Code indices with the model's file codec.
 
+    Args:
+        loaded: the model.
+        indices: in the codec's layout.
+        options: for the codec's `compress` (images: `stream_per_stage`).
+
     Returns:
-        (coded, portable, check): the `CompressedIndices` (payload, NLL), whether the tables
+        (coded, portable, check): the `CompressedIndices` (streams, NLL), whether the tables
         came from an exact integer prior, and the indices' CRC32 for the header.
     """
     codec = file_codec(loaded.model)
-    return codec.compress(indices), bool(getattr(codec, "portable", False)), index_check(indices)
+    return (codec.compress(indices, **options), bool(getattr(codec, "portable", False)),
+            index_check(indices))
 
 
-def decode_indices(header: ContainerHeader, loaded: LoadedModel, payload: bytes,
-                   *shape: int) -> torch.Tensor:
+def stages_to_decode(header: ContainerHeader, payload: Payload, stages: int | None) -> int:
+    """How many stages to decode: `stages` (None: all the file codes), if the file holds them.
+
+    Args:
+        header: the file's header.
+        payload: its payload as `unpack_container` returned it (possibly truncated).
+        stages: how many stages, from stage 0, the caller asks for; 1..`header.num_stages`.
+
+    Raises:
+        InputError: `stages` out of range for the file.
+        ContainerError: the file was cut short before the stages asked for.
+    """
+    total = header.num_stages
+    if stages is not None:
+        if isinstance(stages, bool) or not isinstance(stages, int):
+            raise InputError(f"stages must be an integer, got {type(stages).__name__}")
+        if not 1 <= stages <= total:
+            raise InputError(f"--stages must be 1 to {total} for this file (it codes {total} "
+                             f"stage{'s' if total > 1 else ''}), got {stages}")
+    wanted = total if stages is None else stages
+    held = stages_held(header, payload)
+    if wanted > held:
+        if held == 0:
+            raise ContainerError("truncated .vqc file: it ends inside its first chunk, so no "
+                                 "stage can be decoded")
+        raise ContainerError(f"truncated .vqc file: it holds only the first {held} of its "
+                             f"{total} stages (decode those with --stages {held})")
+    return wanted
+
+
+def decode_indices(header: ContainerHeader, loaded: LoadedModel, payload: Payload,
+                   *shape: int, complete: bool = True) -> torch.Tensor:
     """Decode a payload to indices and check them against the header's index check.
 
     Args:
         header: the file's (verified) header.
         loaded: the model the header names (weights hash already checked).
-        payload: the range-coder stream.
+        payload: the range-coder stream, or the chunks (one stream each) of a version-3 file.
         shape: what the codec's `decompress` takes after the payload.
+        complete: every coded stage is decoded, so the index check applies (it covers the
+            indices of all stages); False when fewer stages are asked for.
 
     Raises:
         CorruptPayloadError: the payload does not decode, or decodes to other indices than
@@ -87,7 +129,7 @@ def decode_indices(header: ContainerHeader, loaded: LoadedModel, payload: bytes,
         raise
     except (AssertionError, ValueError) as e:  # constriction: a stream that does not fit
         raise CorruptPayloadError(f"corrupted .vqc payload ({type(e).__name__})") from None
-    if header.index_check is not None and index_check(indices) != header.index_check:
+    if complete and header.index_check is not None and index_check(indices) != header.index_check:
         if portable:
             raise CorruptPayloadError(
                 "corrupted .vqc payload: decoded indices do not match the file's check")

@@ -17,7 +17,7 @@ from ..zoo.registry import DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_mo
 from ..format import ContainerHeader, MediaType, pack_container
 from ..device import resolve_device
 from ..io.image import as_image_array
-from .file import Compression, decode_indices, encode_indices, open_file
+from .file import Compression, decode_indices, encode_indices, open_file, stages_to_decode
 
 
 @dataclass
@@ -76,6 +76,21 @@ def _to_array(x: torch.Tensor, channels: int, height: int, width: int) -> np.nda
     return rgb.permute(1, 2, 0).cpu().numpy()
 
 
+def indices_to_image(net, indices: torch.Tensor, channels: int, height: int, width: int,
+                     device: torch.device) -> np.ndarray:
+    """Decode indices (the quantizer's layout, any number of stages from stage 0) to a uint8
+    array HxWx3 (HxW if `channels` is 1), cropped to height x width.
+
+    Args:
+        net: the image model.
+        indices: [S', h, w] or [R', G, h, w].
+        channels: 1 (grayscale) or 3.
+        height, width: the picture's size (at most the latent grid's times the stride).
+        device: where the decoder runs.
+    """
+    return _to_array(net.decode(indices[None].to(device)), channels, height, width)
+
+
 def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
                    quality: int | None = None, device: str = "auto") -> ImageCompression:
     """Compress an image (PIL image or uint8 array HxW / HxWx3) into a `.vqc` file's bytes.
@@ -98,25 +113,30 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
         loaded.default_quality if quality is None else quality)
     x = image_to_tensor(array, net.config.stride, dev)
     indices = net.encode(x, stages, rd_lambda)[0].cpu()
-    coded, portable, check = encode_indices(loaded, indices)
+    # One chunk per stage: a file cut after k chunks still decodes its first k stages.
+    coded, portable, check = encode_indices(loaded, indices, stream_per_stage=True)
     header = ContainerHeader(
         media_type=MediaType.IMAGE, model_id=loaded.name, weights_hash=loaded.weights_hash,
         num_stages=stages, shape=(channels, height, width), sample_rate=0,
-        latent_shape=tuple(indices.shape[-2:]), portable=portable, index_check=check)
-    data = pack_container(header, coded.payload)
-    return ImageCompression(data=data, header=header, payload_bytes=len(coded.payload),
+        latent_shape=tuple(indices.shape[-2:]), portable=portable, index_check=check,
+        num_chunks=stages)
+    data = pack_container(header, coded.streams)
+    return ImageCompression(data=data, header=header, payload_bytes=coded.payload_bits // 8,
                             nll_bits=coded.nll_bits, num_pixels=height * width,
                             seconds=time.perf_counter() - start)
 
 
 def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
-                     device: str = "auto") -> np.ndarray:
+                     device: str = "auto", stages: int | None = None) -> np.ndarray:
     """Decode a `.vqc` file's bytes to a uint8 array (HxWx3, or HxW for grayscale).
 
     Args:
         data: the file's bytes.
         model: optional model name/path/loaded model; by default the one named in the file.
         device: "auto", "cpu" or "cuda".
+        stages: decode only the first `stages` stages (rounds), a coarser picture; the
+            stream stops being read after them, and a version-3 file cut after that many
+            chunks suffices. None: all stages the file codes.
     """
     header, payload, loaded, dev = open_file(data, MediaType.IMAGE, model, device)
     net = loaded.model
@@ -126,5 +146,7 @@ def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
     if (channels not in (1, 3) or tuple(header.latent_shape) != expected
             or header.num_stages > net.config.num_stages):
         raise ModelError("inconsistent .vqc header: shape, latent grid or stages do not fit the model")
-    indices = decode_indices(header, loaded, payload, header.num_stages, *expected)
-    return _to_array(net.decode(indices[None].to(dev)), channels, height, width)
+    num_stages = stages_to_decode(header, payload, stages)
+    indices = decode_indices(header, loaded, payload, num_stages, *expected,
+                             complete=num_stages == header.num_stages)
+    return indices_to_image(net, indices, channels, height, width, dev)
