@@ -1,10 +1,15 @@
 """`vqcodec` command line: compress, decompress, info, train."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 from ..format import read_header
-from .options import device_option, model_option, read_input, user_errors
+from .batch import AUDIO_FORMATS, IMAGE_FORMATS
+from .options import (device_option, jobs_option, model_option, quiet_option, read_input,
+                      user_errors)
 from .rd_curve import rd_curve
 from .train import train
 
@@ -15,48 +20,124 @@ def cli() -> None:
     """vqcodec: neural image and audio compression with residual vector quantization."""
 
 
+def _plan_single_or_batch(paths: tuple[str, ...], out_dir: str | None,
+                          batch_only: dict[str, object]) -> tuple[str, str] | None:
+    """(INPUT, OUTPUT) of the two-positional form, or None for a batch (`-o DIR`).
+
+    Args:
+        paths: the positional arguments.
+        out_dir: the value of -o, if given.
+        batch_only: option name -> value given (None if not) of the options only a batch has.
+    """
+    if out_dir is not None:
+        return None
+    if len(paths) != 2:
+        raise click.UsageError("give INPUT OUTPUT, or INPUT... -o DIR for a batch of files")
+    for name, value in batch_only.items():
+        if value is not None:
+            raise click.UsageError(f"{name} is for batches (-o DIR); for one file the "
+                                   "suffix of OUTPUT chooses")
+    return paths[0], paths[1]
+
+
+def _finish_batch(failed: int, total: int, verb: str, out_dir: str, quiet: bool) -> None:
+    """The batch's last line, and exit status 1 if any file failed."""
+    if not quiet:
+        click.echo(f"{verb} {total - failed} of {total} file(s) into {out_dir}"
+                   + (f"; {failed} failed" if failed else ""))
+    if failed:
+        sys.exit(1)
+
+
 @cli.command()
-@click.argument("input_path", metavar="INPUT")
-@click.argument("output_path", metavar="OUTPUT")
+@click.argument("paths", nargs=-1, required=True, metavar="INPUT OUTPUT | INPUT... -o DIR")
+@click.option("--output-dir", "-o", "out_dir", default=None, metavar="DIR",
+              help="Batch: write each INPUT to DIR/<stem>.vqc (DIR is created if missing).")
 @click.option("--quality", "-q", type=int, default=None,
               help="Image rate setting 1..N of the model (higher: more bits, better quality).")
 @click.option("--bitrate", "-b", type=float, default=None,
               help="Audio bitrate in kbps before entropy coding (e.g. 1.5, 3, 6, 12).")
 @model_option
 @device_option
+@jobs_option
+@quiet_option
 @user_errors
-def compress(input_path: str, output_path: str, quality: int | None, bitrate: float | None,
-             model: str | None, device: str) -> None:
-    """Compress an image (PNG, JPEG, ...) or audio (WAV, FLAC, OGG) into a .vqc file.
+def compress(paths: tuple[str, ...], out_dir: str | None, quality: int | None,
+             bitrate: float | None, model: str | None, device: str, jobs: int,
+             quiet: bool) -> None:
+    """Compress an image (PNG, JPEG, ...) or audio (WAV, FLAC, OGG) into a .vqc file, or many
+    files into a folder (-o DIR).
 
-    The kind is chosen from INPUT's suffix; --model overrides the default model of that kind.
+    The kind is chosen from each INPUT's suffix; --model overrides the default model of that
+    kind. In a batch --quality applies to the images and --bitrate to the audio files; each
+    file succeeds or fails on its own (one error line each, exit status 1 if any failed), and
+    two inputs with the same stem are refused before anything is written.
     """
-    from ..io.atomic import write_atomically
-    from ..pipelines import compress_file
+    import functools
 
-    result = compress_file(input_path, quality=quality, bitrate=bitrate, model=model,
-                           device=device)
-    write_atomically(output_path, result.data)
-    click.echo(f"{input_path} -> {output_path}: {result.describe()}")
+    from .batch import CompressSettings, FileJob, compress_one, plan_compress, run_batch
+
+    single = _plan_single_or_batch(paths, out_dir, {"--jobs": jobs if jobs != 1 else None})
+    if single is not None:
+        line = compress_one(FileJob(*single), CompressSettings(quality, bitrate, model, device))
+        if not quiet:
+            click.echo(line)
+        return
+    planned = plan_compress(paths, out_dir)
+    settings = CompressSettings(quality, bitrate, model, device, batch=True)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    failed = run_batch(planned, functools.partial(compress_one, settings=settings),
+                       workers=jobs, quiet=quiet)
+    _finish_batch(failed, len(planned), "compressed", out_dir, quiet)
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT")
-@click.argument("output_path", metavar="OUTPUT")
+@click.argument("paths", nargs=-1, required=True, metavar="INPUT OUTPUT | INPUT... -o DIR")
+@click.option("--output-dir", "-o", "out_dir", default=None, metavar="DIR",
+              help="Batch: write each INPUT to DIR/<stem>.png (images) or DIR/<stem>.wav "
+                   "(audio), or the formats below (DIR is created if missing).")
+@click.option("--image-format", type=click.Choice(IMAGE_FORMATS), default=None,
+              help="Batch: format of the decoded images [default: png].")
+@click.option("--audio-format", type=click.Choice(AUDIO_FORMATS), default=None,
+              help="Batch: format of the decoded audio [default: wav].")
+@click.option("--stages", type=int, default=None,
+              help="Decode from the first N stages only: a coarser preview, and all a file "
+                   "cut after N stage chunks needs [default: all].")
 @model_option
 @device_option
+@jobs_option
+@quiet_option
 @user_errors
-def decompress(input_path: str, output_path: str, model: str | None, device: str) -> None:
-    """Decode a .vqc file to an image (.png, ...) or audio (.wav, .flac): format from OUTPUT."""
-    import time
+def decompress(paths: tuple[str, ...], out_dir: str | None, image_format: str | None,
+               audio_format: str | None, stages: int | None, model: str | None, device: str,
+               jobs: int, quiet: bool) -> None:
+    """Decode a .vqc file to an image (.png, ...) or audio (.wav, .flac): format from OUTPUT;
+    or many .vqc files into a folder (-o DIR).
 
-    from ..pipelines import decompress as decode, describe_decoded, save_decoded
+    In a batch each file succeeds or fails on its own (one error line each, exit status 1 if
+    any failed), and two inputs that would write the same output are refused before anything
+    is written.
+    """
+    import functools
 
-    start = time.perf_counter()
-    decoded = decode(read_input(input_path), model=model, device=device)
-    save_decoded(decoded, output_path)
-    click.echo(f"{input_path} -> {output_path}: {describe_decoded(decoded)}, "
-               f"{time.perf_counter() - start:.2f} s")
+    from .batch import (DecompressSettings, FileJob, decompress_one, plan_decompress,
+                        run_batch)
+
+    single = _plan_single_or_batch(paths, out_dir, {
+        "--image-format": image_format, "--audio-format": audio_format,
+        "--jobs": jobs if jobs != 1 else None})
+    settings = DecompressSettings(model, device, stages)
+    if single is not None:
+        line = decompress_one(FileJob(*single), settings)
+        if not quiet:
+            click.echo(line)
+        return
+    planned, failures = plan_decompress(paths, out_dir, image_format=image_format or "png",
+                                        audio_format=audio_format or "wav")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    failed = run_batch(planned, functools.partial(decompress_one, settings=settings),
+                       workers=jobs, quiet=quiet, failures=failures)
+    _finish_batch(failed, len(paths), "decompressed", out_dir, quiet)
 
 
 @cli.command()

@@ -45,3 +45,11 @@ device_option = click.option("--device", default="auto", show_default=True,
                              help="Where the networks run.")
 model_option = click.option("--model", default=None,
                             help="Shipped model name or path to a .safetensors model file.")
+jobs_option = click.option("--jobs", "-j", type=click.IntRange(min=1), default=1,
+                           show_default=True,
+                           help="Batch: files coded at once, each in a process of its own. "
+                                "The .vqc files are the same whatever the number; decoded "
+                                "pixels or samples may differ by one step (float decoder, "
+                                "threads split by jobs).")
+quiet_option = click.option("--quiet", "-Q", is_flag=True,
+                            help="No progress bar and no line per file; errors only.")
