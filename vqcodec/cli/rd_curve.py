@@ -162,11 +162,12 @@ def _summary(medium, items, skipped, loaded, evaluation) -> list[str]:
 @click.option("--plots/--no-plots", default=True, show_default=True,
               help="Write rd-psnr.png and rd-msssim.png (images) or rd-sisnr.png and "
                    "rd-mel.png (audio); needs matplotlib.")
+@click.option("--quiet", "-Q", is_flag=True, help="No progress bar.")
 @user_errors
 def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
              batch_size: int, actual: bool, baselines: str | None, baseline_qualities: str,
              baseline_bitrates: str | None, reference: str | None, out: str | None,
-             per_image: bool, plots: bool) -> None:
+             per_image: bool, plots: bool, quiet: bool) -> None:
     """Measure rate-distortion curves on the images or audio clips in DIR.
 
     Without --model: the default image model, or the default audio model when DIR holds audio
@@ -184,8 +185,15 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
     the original; Opus as the baseline. Writes <model>.json, opus.json, rd.csv, rd-sisnr.png,
     rd-mel.png and, with --per-image, per_clip.csv.
     """
-    from ..device import resolve_device
     from ..errors import RDError
+
+    # Refused before torch is imported (by the imports below): no model is needed to say so.
+    if batch_size < 1:
+        raise RDError(f"--batch-size must be at least 1, got {batch_size}")
+    if not Path(folder).exists():
+        raise RDError(f"no such folder: {folder}")
+
+    from ..device import resolve_device
     from ..eval.baselines import (DEFAULT_BASELINE_SETTINGS, DEFAULT_BASELINES,
                                   baseline_curve, evaluate_baseline, resolve_baselines)
     from ..eval.bd_rate import bd_rate_table
@@ -199,8 +207,6 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
     from ..io.media import folder_kind
     from ..zoo import registry
 
-    if batch_size < 1:
-        raise RDError(f"--batch-size must be at least 1, got {batch_size}")
     dev = resolve_device(device)
     if model is None:
         kind = folder_kind(folder)
@@ -239,11 +245,16 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
     out_dir.mkdir(parents=True, exist_ok=True)
     source = str(folder)
 
+    from tqdm import tqdm
+
+    # One step per item and rate setting, ours and the baselines'; no bar when stderr is not a
+    # terminal (a log file would fill with redrawn bars) or with --quiet.
     total = len(items) * (len(model_qualities) + len(codecs) * len(settings))
-    with click.progressbar(length=total, label="rd-curve", file=sys.stderr,
-                           item_show_func=lambda item: item) as bar:
+    with tqdm(total=total, desc="rd-curve", unit=medium.item, file=sys.stderr,
+              dynamic_ncols=True, disable=quiet or not sys.stderr.isatty()) as bar:
         def progress(steps: int, what: str) -> None:
-            bar.update(steps, what)
+            bar.set_postfix_str(what, refresh=False)
+            bar.update(steps)
 
         evaluation = evaluate_model(loaded, items, qualities=model_qualities,
                                     batch_size=batch_size, actual=actual, progress=progress)
