@@ -11,6 +11,7 @@ from .batch import AUDIO_FORMATS, IMAGE_FORMATS
 from .options import (device_option, jobs_option, model_option, quiet_option, read_input,
                       user_errors)
 from .rd_curve import rd_curve
+from .sample import sample
 from .train import train
 
 
@@ -172,6 +173,7 @@ def main() -> None:
 
 cli.add_command(train)
 cli.add_command(rd_curve)
+cli.add_command(sample)
 
 
 if __name__ == "__main__":
