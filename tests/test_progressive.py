@@ -243,3 +243,11 @@ def test_cli_stages_on_whole_cut_and_corrupted_files(tiny_grouped_model_path, tm
     _one_line_error(_run("decompress", corrupted, target, "--stages", 1, "--model",
                          tiny_grouped_model_path), "CRC mismatch in chunk 2")
     assert not target.exists()
+
+
+def test_public_decompress_takes_stages(tiny_grouped_model, rng):
+    import vqcodec
+    data = compress_image(_image(rng), model=tiny_grouped_model, quality=4, device="cpu").data
+    cut = data[:_chunk_ends(data)[0]]
+    assert np.array_equal(vqcodec.decompress(cut, model=tiny_grouped_model, device="cpu", stages=1),
+                          decompress_image(data, model=tiny_grouped_model, device="cpu", stages=1))

@@ -28,13 +28,15 @@ def compress(image, *, quality: int | None = None, model: str | None = None,
                           device=device).data
 
 
-def decompress(data: bytes, *, model: str | None = None, device: str = "auto"):
+def decompress(data: bytes, *, model: str | None = None, device: str = "auto",
+               stages: int | None = None):
     """Decode `.vqc` bytes, as the file's header says: an image to a uint8 numpy array
     (`PIL.Image.fromarray` makes a PIL image of it), audio to (samples float32 [channels, n],
-    sample_rate)."""
+    sample_rate). `stages=r` decodes from the first r stages only (a coarser preview; for an
+    image, all a file cut after r stage chunks needs)."""
     from .io.audio import AudioClip
     from .pipelines import decompress as decode
-    decoded = decode(data, model=model, device=device)
+    decoded = decode(data, model=model, device=device, stages=stages)
     return (decoded.samples, decoded.sample_rate) if isinstance(decoded, AudioClip) else decoded
 
 
