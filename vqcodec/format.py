@@ -475,23 +475,21 @@ def _read_chunks(reader: _Reader, num_chunks: int, crc: int,
         crc: the running CRC32 so far (the header CRC's value).
         allow_truncation: return the complete chunks of a file cut short instead of refusing it.
     """
-    crc = zlib.crc32(_U32.pack(crc), crc)
+    crc = zlib.crc32(_U32.pack(crc), crc)  # the header CRC field is covered too
     chunks = []
     for i in range(num_chunks):
-        start = reader.pos
-        length = _U32.unpack(reader.data[start:start + _U32.size])[0] if (
-            reader.remaining >= _U32.size) else None
+        head = reader.data[reader.pos:reader.pos + _U32.size]
+        length = _U32.unpack(head)[0] if len(head) == _U32.size else None
         if length is None or reader.remaining < _U32.size + length + _CRC_SIZE:
-            if allow_truncation:
+            if allow_truncation:  # an incomplete last chunk is dropped, like a missing one
                 break
-            found = max(0, reader.remaining - _U32.size)
+            found = (f" (expected {length} bytes and a checksum, found "
+                     f"{reader.remaining - _U32.size})" if length is not None else "")
             raise ContainerError(
-                f"truncated .vqc file: it ends inside chunk {i + 1} of {num_chunks}"
-                + (f" (expected {length} bytes and a checksum, found {found})"
-                   if length is not None else ""))
+                f"truncated .vqc file: it ends inside chunk {i + 1} of {num_chunks}{found}")
         reader.take(_U32.size, "chunk length")
         chunk = reader.take(length, "chunk")
-        crc = zlib.crc32(chunk, zlib.crc32(reader.data[start:start + _U32.size], crc))
+        crc = zlib.crc32(chunk, zlib.crc32(head, crc))
         stored = reader.u32("chunk checksum")
         if stored != crc:
             raise ContainerError(f"corrupted .vqc file (CRC mismatch in chunk {i + 1} of "

@@ -48,7 +48,16 @@ class Sample:
 
 def _prepare(model: str | LoadedModel, kind: str, stages: int | None, temperature: float,
              seed: int, device: str) -> tuple[LoadedModel, int, TableSampler, torch.device]:
-    """The model, the stage count, the seeded sampler and the device, with the options checked."""
+    """The model, the stage count, the seeded sampler and the device, with the options checked.
+
+    Args:
+        model: shipped model name, model file path, or a loaded model.
+        kind: "image" or "audio": what the model must be.
+        stages: how many stages to draw (None: all the model has).
+        temperature: > 0.
+        seed: >= 0.
+        device: "auto", "cpu" or "cuda".
+    """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
