@@ -198,3 +198,19 @@ def test_rd_curve_progress_bar(tmp_path, photos, tiny_model_path, monkeypatch, q
     assert r.exit_code == 0, r.output
     assert "PSNR" in r.stdout
     assert ("4/4" in r.stderr) == (not quiet), r.stderr
+
+
+def interrupted_job(job: FileJob) -> str:
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_stops_a_worker_and_a_sequential_batch(monkeypatch):
+    """In this process Ctrl-C ends the batch; in a pool's worker (which gets it too, from the
+    terminal's process group) it ends the file at hand and skips the files queued to it."""
+    import vqcodec.cli.batch as batch
+    with pytest.raises(KeyboardInterrupt):
+        run_batch([FileJob("a", "a.out")], interrupted_job, workers=1, quiet=True)
+    monkeypatch.setattr(batch, "_in_worker", True)
+    monkeypatch.setattr(batch, "_interrupted", False)
+    assert batch._attempt(interrupted_job, FileJob("a", "a.out")) == (False, "interrupted")
+    assert batch._attempt(echo_job, FileJob("b", "b.out")) == (False, "interrupted")

@@ -229,20 +229,37 @@ def failure_message(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+# In a pool's worker process: whether it runs in one, and whether Ctrl-C (which reaches the
+# whole process group) has been seen, after which the files still queued to it are skipped.
+_in_worker = False
+_interrupted = False
+
+
 def _attempt(work: Callable[[FileJob], str], job: FileJob) -> tuple[bool, str]:
-    """Run one file's work; (True, line) or (False, one-line message), never an exception,
-    so that nothing unpicklable crosses a process boundary and a batch goes on."""
+    """Run one file's work; (True, line) or (False, one-line message), never an exception
+    (but Ctrl-C in this process), so that nothing unpicklable crosses a process boundary and a
+    batch goes on."""
+    global _interrupted
+    if _interrupted:
+        return False, "interrupted"
     try:
         return True, work(job)
     except (VqcodecError, OSError) as e:
         return False, failure_message(e)
+    except KeyboardInterrupt:
+        if not _in_worker:
+            raise
+        _interrupted = True
+        return False, "interrupted"
     except Exception as e:  # a bug for one file must not cost the others their outputs
         return False, f"unexpected {type(e).__name__}: {failure_message(e)}"
 
 
-def _limit_threads(threads: int) -> None:
+def _start_worker(threads: int) -> None:
     """Worker start-up: `threads` torch threads each, so N workers share the cores instead of
     each taking all of them. The priors code exactly with any thread count."""
+    global _in_worker
+    _in_worker = True
     import torch
     torch.set_num_threads(threads)
 
@@ -298,7 +315,7 @@ def run_batch(jobs: Sequence[FileJob], work: Callable[[FileJob], str], *, worker
         threads = max(1, (os.cpu_count() or 1) // workers)
         # spawn: fresh interpreters, safe whatever threads this process (or torch) has started.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_limit_threads, initargs=(threads,)) as pool:
+                                 initializer=_start_worker, initargs=(threads,)) as pool:
             futures = {pool.submit(_attempt, work, job): job for job in jobs}
             try:
                 for future in as_completed(futures):
