@@ -76,10 +76,9 @@ def image_autoencoder(run, train_paths, val_paths, minutes, lr, batch, crop, dev
 def image_codebooks(run, train_paths, val_paths, rd_lambda, design, codebook_crops) -> None:
     """Build a grouped model (vqimage-v3/v4 design): block PCA + entropy-constrained
     codebooks, into RUN/state.pt; then train its prior with `image-prior RUN`."""
-    from ..nn.image_model import GROUPED_RUN_CONFIG, V4_RUN_CONFIG
-    from ..train.image import train_grouped_codebooks
+    from ..train.image import GROUPED_DESIGNS, train_grouped_codebooks
     train_set, _ = _image_split(train_paths, val_paths)
-    config = {"v3": GROUPED_RUN_CONFIG, "v4": V4_RUN_CONFIG}[design]
+    config = GROUPED_DESIGNS[design]
     # 16256 = 127.5**2 (rounded, as GROUPED_RD_LAMBDAS): pixel error per bit -> latent units
     train_grouped_codebooks(run=run, train=train_set, rd_lambda=rd_lambda / 16256,
                             config=config, codebook_crops=codebook_crops)

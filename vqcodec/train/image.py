@@ -18,12 +18,14 @@ from ..errors import TrainingError
 from ..eval.metrics import psnr
 from ..nn.grouped_rvq import train_codebooks
 from ..nn.image_autoencoder import init_linear_path_from_pca
-from ..nn.image_model import GROUPED_RUN_CONFIG, ImageModelConfig, VQImageModel
+from ..nn.image_model import GROUPED_RUN_CONFIG, V4_RUN_CONFIG, ImageModelConfig, VQImageModel
 from .data import CropSampler, load_training_images, validation_crops
 from .loop import TrainingRun, read_run_config, write_run_config
 from .prior import fit_prior
 
-EVAL_STAGES = (2, 4, 8, 12, 16, 20, 24)  # stage counts reported in EVAL lines (those <= S)
+EVAL_STAGES = (2, 4, 8, 12, 16, 20, 24)
+# What `vqcodec train image-codebooks --design` builds.
+GROUPED_DESIGNS = {"v3": GROUPED_RUN_CONFIG, "v4": V4_RUN_CONFIG}  # stage counts reported in EVAL lines (those <= S)
 
 
 def train_autoencoder(*, run: str, train: list[str], val: list[str],
