@@ -214,3 +214,11 @@ def test_ctrl_c_stops_a_worker_and_a_sequential_batch(monkeypatch):
     monkeypatch.setattr(batch, "_interrupted", False)
     assert batch._attempt(interrupted_job, FileJob("a", "a.out")) == (False, "interrupted")
     assert batch._attempt(echo_job, FileJob("b", "b.out")) == (False, "interrupted")
+
+
+def test_two_images_without_o_do_not_overwrite_the_second(tmp_path, photos,
+                                                          tiny_integer_model_path):
+    before = photos[1].read_bytes()
+    r = run("compress", photos[0], photos[1], "--model", tiny_integer_model_path)
+    assert r.exit_code == 1 and "use -o DIR" in r.stderr and "Traceback" not in r.output
+    assert photos[1].read_bytes() == before

@@ -41,6 +41,17 @@ def _plan_single_or_batch(paths: tuple[str, ...], out_dir: str | None,
     return paths[0], paths[1]
 
 
+def _refuse_overwriting_media(output: str) -> None:
+    """`compress a.png b.png` meant as a batch would replace the image b.png with a .vqc file:
+    refused when OUTPUT is an existing image or audio file."""
+    from ..errors import InputError
+    from ..io.media import media_kind
+    kind = media_kind(output)
+    if kind is not None and Path(output).is_file():
+        raise InputError(f"{output} is an existing {kind} file, not a .vqc name; to compress "
+                         "several files use -o DIR")
+
+
 def _finish_batch(failed: int, total: int, verb: str, out_dir: str, quiet: bool) -> None:
     """The batch's last line, and exit status 1 if any file failed."""
     if not quiet:
@@ -80,6 +91,7 @@ def compress(paths: tuple[str, ...], out_dir: str | None, quality: int | None,
 
     single = _plan_single_or_batch(paths, out_dir, {"--jobs": jobs if jobs != 1 else None})
     if single is not None:
+        _refuse_overwriting_media(single[1])
         line = compress_one(FileJob(*single), CompressSettings(quality, bitrate, model, device))
         if not quiet:
             click.echo(line)
