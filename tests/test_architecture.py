@@ -1,6 +1,6 @@
 """The package's imports point one way (read with `ast`, nothing is executed):
 
-    errors < format, device, io < nn < coding, zoo < pipelines < eval < train < cli
+    errors < format, device, distributed, io < nn < coding, zoo < pipelines < eval < train < cli
 
 A module may import its own part (subpackage) and parts of lower rank only; parts of equal rank
 (coding and zoo; format, device and io) do not import each other. No module import cycle, with
@@ -15,7 +15,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vqcodec"
 
-RANKS = {"errors": 0, "format": 1, "device": 1, "io": 1, "nn": 2, "coding": 3, "zoo": 3,
+RANKS = {"errors": 0, "format": 1, "device": 1, "distributed": 1, "io": 1, "nn": 2, "coding": 3, "zoo": 3,
          "pipelines": 4, "eval": 5, "train": 6, "cli": 7, "": 8}  # "": the public API
 
 

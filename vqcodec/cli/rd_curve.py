@@ -97,14 +97,22 @@ def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-def _summary(medium, items, skipped, loaded, evaluation) -> list[str]:
+def _item_facts(medium, items) -> tuple[int, int, float]:
+    """(items, images too small for MS-SSIM, seconds of audio) of a list of items."""
+    from ..eval.metrics import MS_SSIM_MIN_SIDE
+    if medium.kind == "image":
+        return len(items), sum(min(im.height, im.width) < MS_SSIM_MIN_SIDE for im in items), 0.0
+    return len(items), 0, float(sum(c.seconds for c in items))
+
+
+def _summary(medium, facts, skipped, loaded, evaluation) -> list[str]:
     """The lines under the table: what was measured and what the rates mean."""
     from ..eval.metrics import MS_SSIM_MIN_SIDE
     unreadable = f", {len(skipped)} skipped (unreadable)" if skipped else ""
     actual = evaluation.actual
+    count, small, seconds = facts
     if medium.kind == "image":
-        small = sum(min(im.height, im.width) < MS_SSIM_MIN_SIDE for im in items)
-        summary = f"{len(items)} images{unreadable}"
+        summary = f"{count} images{unreadable}"
         if small:
             summary += (f"; MS-SSIM undefined (NaN, left out of the means) for {small} "
                         f"image(s) under {MS_SSIM_MIN_SIDE} px on the short side")
@@ -119,9 +127,8 @@ def _summary(medium, items, skipped, loaded, evaluation) -> list[str]:
             lines.append(f"{loaded.name}: bpp = prior NLL bits / pixels (entropy coder not "
                          "run; --actual runs it); times = batched network seconds per image")
         return lines
-    seconds = sum(c.seconds for c in items)
     rate = "real payload" if actual else "prior NLL (entropy coder not run; --actual runs it)"
-    lines = [f"{len(items)} clips, {seconds:.1f} s of audio{unreadable}",
+    lines = [f"{count} clips, {seconds:.1f} s of audio{unreadable}",
              f"{loaded.name}: kbps = {rate} bits / seconds / 1000, the mean over clips; "
              "saving = 1 - nll-kbps / raw-kbps (the prior's share of the raw index bits)"]
     if actual:
@@ -184,6 +191,10 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
     bitrate of the model, with kbps instead of bpp and SI-SNR, mel distance and MSE against
     the original; Opus as the baseline. Writes <model>.json, opus.json, rd.csv, rd-sisnr.png,
     rd-mel.png and, with --per-image, per_clip.csv.
+
+    Under torchrun (`torchrun --standalone --nproc-per-node N -m vqcodec.cli.main rd-curve
+    DIR ...`) process r measures files r, r+N, ... and rank 0 merges the records and writes
+    the same files as one process would (the times are each process's own).
     """
     from ..errors import RDError
 
@@ -194,12 +205,14 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
         raise RDError(f"no such folder: {folder}")
 
     from ..device import resolve_device
+    from ..distributed import local_device, setup
     from ..eval.baselines import (DEFAULT_BASELINE_SETTINGS, DEFAULT_BASELINES,
                                   baseline_curve, evaluate_baseline, resolve_baselines)
     from ..eval.bd_rate import bd_rate_table
-    from ..eval.items import load_items
+    from ..eval.items import item_files, load_items
     from ..eval.metrics import check_dependencies
-    from ..eval.model import evaluate_model, model_curve
+    from ..eval.model import evaluate_model, merge_evaluations, model_curve
+    from ..eval.rd import merge_records
     from ..eval.opus import MAX_KBPS_PER_CHANNEL, MIN_KBPS
     from ..eval.rd import MEDIA
     from ..eval.references import load_reference_curves
@@ -207,7 +220,10 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
     from ..io.media import folder_kind
     from ..zoo import registry
 
-    dev = resolve_device(device)
+    # gloo: the processes share Python objects only; each runs its networks on its own device.
+    world = setup("cpu")
+    asked = resolve_device(device)
+    dev = local_device(asked)  # "cuda" is this process's GPU under torchrun
     if model is None:
         kind = folder_kind(folder)
         model = registry.DEFAULT_AUDIO_MODEL if kind == "audio" else registry.DEFAULT_IMAGE_MODEL
@@ -232,14 +248,22 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
         settings = list(DEFAULT_BASELINE_SETTINGS["audio"])
     references, ref_skipped = ([], []) if reference is None else \
         load_reference_curves(reference)
-    items, skipped = load_items(folder, medium.kind)
-    for note in notes:
-        _warn(note)
-    for path, reason in ref_skipped:
-        _warn(f"reference {path} skipped: {reason}")
-    for name, reason in skipped:
-        _warn(f"skipping {name}: {reason}")
-    if not items:
+    items, skipped = load_items(folder, medium.kind, slice(world.rank, None, world.size))
+    names = [p.name for p in item_files(folder, medium.kind)]  # the order of a single run
+    if world.size > 1:
+        shares = world.all_gather_objects((len(items), skipped))
+        found = sum(n for n, _ in shares)
+        skipped = sorted((s for _, part in shares for s in part), key=lambda s: names.index(s[0]))
+    else:
+        found = len(items)
+    if world.is_main:
+        for note in notes:
+            _warn(note)
+        for path, reason in ref_skipped:
+            _warn(f"reference {path} skipped: {reason}")
+        for name, reason in skipped:
+            _warn(f"skipping {name}: {reason}")
+    if not found:
         raise RDError(f"no readable {medium.items} in {folder} ({len(skipped)} unreadable)")
     out_dir = Path(out) if out else Path("results") / (Path(folder).resolve().name or "rd")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -251,28 +275,38 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
     # terminal (a log file would fill with redrawn bars) or with --quiet.
     total = len(items) * (len(model_qualities) + len(codecs) * len(settings))
     with tqdm(total=total, desc="rd-curve", unit=medium.item, file=sys.stderr,
-              dynamic_ncols=True, disable=quiet or not sys.stderr.isatty()) as bar:
+              dynamic_ncols=True,
+              disable=quiet or not sys.stderr.isatty() or not world.is_main) as bar:
         def progress(steps: int, what: str) -> None:
             bar.set_postfix_str(what, refresh=False)
             bar.update(steps)
 
         evaluation = evaluate_model(loaded, items, qualities=model_qualities,
                                     batch_size=batch_size, actual=actual, progress=progress)
-        ours = model_curve(evaluation, name=loaded.name, source=source, device=str(dev),
-                           batch_size=batch_size)
-        records = list(evaluation.records)
-        base_curves = []
-        for codec in codecs:
-            found = evaluate_baseline(codec, items, settings=settings, device=dev,
-                                      progress=progress)
-            records.extend(found)
-            base_curves.append(baseline_curve(codec, found, source=source))
+        measured = [evaluate_baseline(codec, items, settings=settings, device=dev,
+                                      progress=progress) for codec in codecs]
+    facts = _item_facts(medium, items)
+    if world.size > 1:  # rank 0 merges every share's records, in a single run's order
+        shares = world.gather_objects((evaluation, measured, facts))
+        if not world.is_main:
+            return
+        evaluation = merge_evaluations([e for e, _, _ in shares], names)
+        measured = [merge_records([m[k] for _, m, _ in shares], names)
+                    for k in range(len(codecs))]
+        facts = tuple(sum(f[k] for _, _, f in shares) for k in range(3))
+    ours = model_curve(evaluation, name=loaded.name, source=source, device=str(asked),
+                       batch_size=batch_size)
+    records = list(evaluation.records)
+    base_curves = []
+    for codec, found_records in zip(codecs, measured):
+        records.extend(found_records)
+        base_curves.append(baseline_curve(codec, found_records, source=source))
     # BD-rate of our model against each baseline and reference (PSNR-RGB; images only).
     bd = (bd_rate_table(ours, base_curves + references, actual=actual)
           if medium.kind == "image" else None)
 
     click.echo("\n".join(_table([ours] + base_curves, medium)))
-    click.echo("\n".join(_summary(medium, items, skipped, loaded, evaluation)))
+    click.echo("\n".join(_summary(medium, facts, skipped, loaded, evaluation)))
     if medium.kind == "audio" and base_curves:
         click.echo("opus: kbps = real .opus file bits / seconds / 1000 (headers included); "
                    "enc s = opusenc + opusdec seconds per clip")
@@ -287,7 +321,7 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
                            f"{lo:.2f}..{hi:.2f} dB)")
 
     # Nothing is written before the measurements are complete.
-    title = f"{loaded.name} on {Path(folder).name} ({len(items)} {medium.item}s)"
+    title = f"{loaded.name} on {Path(folder).name} ({facts[0]} {medium.item}s)"
     written, notes = write_results(out_dir, medium, ours=ours, baselines=base_curves,
                                    references=references,
                                    records=records if per_image else None, bd_table=bd,

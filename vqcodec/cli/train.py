@@ -40,7 +40,12 @@ def _image_split(train_paths: tuple[str, ...], val_paths: tuple[str, ...]):
 
 @click.group()
 def train() -> None:
-    """Train and export models (resumable: run again with the same RUN folder)."""
+    """Train and export models (resumable: run again with the same RUN folder).
+
+    The training loops also run data-parallel under torchrun (`torchrun --standalone
+    --nproc-per-node N -m vqcodec.cli.main train ...`): --batch is the whole batch, split
+    evenly over the processes; rank 0 writes the logs and checkpoints. image-codebooks,
+    export and integerize run in one process only."""
 
 
 @train.command("image-autoencoder")
@@ -177,12 +182,15 @@ def export(run, output, name, qualities, default_quality) -> None:
 @click.option("--name", required=True, help="Model id of the integerized model.")
 @click.option("--calibration", "calibration", default=None,
               help="Folder of calibration images (default: BSDS500 train).")
+@user_errors
 def integerize(model, output, name, calibration) -> None:
     """Add the exact integer prior (portable files) to MODEL and write it to OUTPUT."""
     import sys
     import time
 
     from ..train.integerize import integerize_model, training_crops
+    from ..train.loop import single_process
+    single_process("integerize")
     from ..zoo.registry import load_model, save_model
     t0 = time.process_time()
     loaded = load_model(model)

@@ -13,7 +13,7 @@ from ..io.image import load_image
 from ..io.media import MediaKind, list_media
 from .rd import MEDIA
 
-__all__ = ["NamedClip", "NamedImage", "RDItem", "load_items"]
+__all__ = ["NamedClip", "NamedImage", "RDItem", "item_files", "load_items"]
 
 
 @dataclass
@@ -80,19 +80,8 @@ RDItem = NamedImage | NamedClip
 _LOADERS = {"image": (NamedImage, load_image), "audio": (NamedClip, load_audio)}
 
 
-def load_items(folder: str | Path, kind: MediaKind
-               ) -> tuple[list[RDItem], list[tuple[str, str]]]:
-    """Load every image or audio file of a folder (not recursive), sorted by name.
-
-    Files of the other kind, of no known kind and hidden files are ignored (`io.media`); files
-    that cannot be read are skipped and returned with the reason.
-
-    Args:
-        folder: a folder (a single file is accepted too).
-        kind: "image" or "audio".
-
-    Returns:
-        (items, skipped) where skipped lists (file name, one-line reason).
+def item_files(folder: str | Path, kind: MediaKind) -> list[Path]:
+    """The image or audio files `load_items` reads, in its order (sorted by name).
 
     Raises:
         RDError: the folder does not exist or holds no files of the kind at all.
@@ -103,9 +92,32 @@ def load_items(folder: str | Path, kind: MediaKind
     candidates = [folder] if folder.is_file() else list_media(folder, kind)
     if not candidates:
         raise RDError(f"no {MEDIA[kind].items} found in {folder}")
+    return candidates
+
+
+def load_items(folder: str | Path, kind: MediaKind, part: slice | None = None
+               ) -> tuple[list[RDItem], list[tuple[str, str]]]:
+    """Load every image or audio file of a folder (not recursive), sorted by name.
+
+    Files of the other kind, of no known kind and hidden files are ignored (`io.media`); files
+    that cannot be read are skipped and returned with the reason.
+
+    Args:
+        folder: a folder (a single file is accepted too).
+        kind: "image" or "audio".
+        part: of the files in order, those to load (a process's share under torchrun:
+            slice(rank, None, size)); default all.
+
+    Returns:
+        (items, skipped) where skipped lists (file name, one-line reason).
+
+    Raises:
+        RDError: the folder does not exist or holds no files of the kind at all.
+    """
+    candidates = item_files(folder, kind)
     named, load = _LOADERS[kind]
     items, skipped = [], []
-    for path in candidates:
+    for path in candidates[part or slice(None)]:
         try:
             items.append(named(path.name, load(path)))
         except InputError as e:

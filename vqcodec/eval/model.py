@@ -37,10 +37,10 @@ from ..pipelines.image import (ImageCompression, compress_image, decompress_imag
 from ..zoo.registry import LoadedModel
 from .items import NamedClip, NamedImage, RDItem
 from .metrics import MS_SSIM_MIN_SIDE, clip_distortion, image_distortion, image_levels
-from .rd import MEDIA, ProgressCallback, RDCurve, RDRecord, summarize
+from .rd import MEDIA, ProgressCallback, RDCurve, RDRecord, merge_records, summarize
 
 __all__ = ["PRIOR_BATCH_LOGITS", "ModelEvaluation", "chunked_nll_bits", "decode_clip",
-           "encode_clip", "evaluate_model", "model_curve"]
+           "encode_clip", "evaluate_model", "merge_evaluations", "model_curve"]
 
 PRIOR_BATCH_LOGITS = 2 ** 25
 """Most logits (chunks x stages x frames x codes) one batched audio prior pass may produce:
@@ -381,6 +381,28 @@ def evaluate_model(loaded: LoadedModel, items: Sequence[RDItem], *,
                     max_gap=max_gap if records else None) if actual else {}
     return ModelEvaluation(records=records, kind=medium.kind, settings=settings,
                            stages=stage_list, actual=actual, **measured)
+
+
+def merge_evaluations(parts: Sequence[ModelEvaluation], items: Sequence[str]
+                      ) -> ModelEvaluation:
+    """One evaluation of items measured in shares (torchrun processes): their records in the
+    order of a single run (`rd.merge_records`), the checks' largest values.
+
+    Args:
+        parts: each share's evaluation, of the same model and rate settings.
+        items: every item's name, in the order of a single run.
+    """
+    first = parts[0]
+
+    def largest(name: str) -> float | None:
+        found = [getattr(p, name) for p in parts if getattr(p, name) is not None]
+        return max(found) if found else None
+
+    checks = ("nll_difference", "decoded_difference", "decoded_mismatch",
+              "metric_difference", "max_gap")
+    return ModelEvaluation(records=merge_records([p.records for p in parts], items),
+                           kind=first.kind, settings=first.settings, stages=first.stages,
+                           actual=first.actual, **{name: largest(name) for name in checks})
 
 
 # The results keys of our model's curve, in the order its JSON shows them.

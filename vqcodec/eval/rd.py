@@ -27,7 +27,7 @@ from ..errors import RDError
 from ..io.media import MediaKind
 
 __all__ = ["AUDIO", "IMAGE", "MEDIA", "COMPRESSAI_KEYS", "Medium", "ProgressCallback",
-           "RDCurve", "RDError", "RDRecord", "prior_saving", "summarize"]
+           "RDCurve", "RDError", "RDRecord", "merge_records", "prior_saving", "summarize"]
 
 ProgressCallback = Callable[[int, str], None]
 """Called with (number of item-rate-point steps just finished, what is being measured)."""
@@ -212,6 +212,27 @@ def summarize(records: Sequence[RDRecord], medium: Medium, *, keys: Sequence[str
         else:
             results[key] = [_mean([r[key] for r in group]) for group in groups.values()]
     return RDCurve(name=name, description=description, results=results, kind=kind)
+
+
+def merge_records(parts: Sequence[Sequence[RDRecord]], items: Sequence[str]
+                  ) -> list[RDRecord]:
+    """The records of items measured in shares (torchrun processes) in the order one process
+    measuring them all gives: by codec and rate setting as first seen, then by item.
+
+    Args:
+        parts: each share's records (each ordered by setting, then item).
+        items: every item's name, in the order of a single run.
+    """
+    position = {name: i for i, name in enumerate(items)}
+    codecs: dict[str, int] = {}
+    settings: dict[tuple[str, float], int] = {}
+    for part in parts:
+        for r in part:
+            codecs.setdefault(r.codec, len(codecs))
+            settings.setdefault((r.codec, r.setting), len(settings))
+    every = [r for part in parts for r in part]
+    return sorted(every, key=lambda r: (codecs[r.codec], settings[r.codec, r.setting],
+                                        position[r.item]))
 
 
 def prior_saving(curve: RDCurve, medium: Medium) -> np.ndarray:

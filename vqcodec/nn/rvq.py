@@ -3,6 +3,12 @@
 `VectorQuantizer` is one codebook (k-means initialised, EMA-updated, dead codes restarted from
 the batch); `ResidualQuantizer` chains S of them, each quantizing what the previous ones left,
 with quantizer dropout so that one model serves every rate (decode with the first n stages).
+
+Data-parallel training (torchrun) sets `data_parallel` to the job's `vqcodec.distributed.World`
+on both: each process then holds an equal shard of the batch, in rank order, and the k-means
+start, the EMA sums, the restarts of dead codes and the dropout draws are those of the whole
+batch, so N processes update the codebooks as one process on the whole batch would. Left at
+None (a plain run), nothing changes.
 """
 from __future__ import annotations
 
@@ -50,6 +56,11 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("ema_count", torch.ones(num_codes))
         self.register_buffer("ema_sum", torch.zeros(num_codes, dim))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.data_parallel = None  # a vqcodec.distributed.World under torchrun
+
+    def _whole(self, x: torch.Tensor) -> torch.Tensor:
+        """The rows of the whole batch (this shard's alone in a plain run)."""
+        return x if self.data_parallel is None else self.data_parallel.gather_rows(x)
 
     def nearest(self, x: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code for each row of x [N, D]."""
@@ -62,13 +73,16 @@ class VectorQuantizer(nn.Module):
     def update(self, x: torch.Tensor, indices: torch.Tensor) -> None:
         """EMA update of the codebook from vectors x [N, D] assigned to `indices` (training)."""
         if not bool(self.initialized):
-            self.codebook.copy_(kmeans(x, self.num_codes))
+            self.codebook.copy_(kmeans(self._whole(x), self.num_codes))
             self.ema_sum.copy_(self.codebook)
             self.ema_count.fill_(1.0)
             self.initialized.fill_(True)
             return
         counts = torch.bincount(indices, minlength=self.num_codes).to(x.dtype)
         sums = torch.zeros_like(self.ema_sum).index_add_(0, indices, x)
+        if self.data_parallel is not None:  # the whole batch's counts and sums
+            self.data_parallel.sum_(counts)
+            self.data_parallel.sum_(sums)
         self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         # Laplace smoothing keeps rarely used codes from dividing by ~0.
@@ -76,7 +90,8 @@ class VectorQuantizer(nn.Module):
         smoothed = (self.ema_count + 1e-5) / (n + self.num_codes * 1e-5) * n
         self.codebook.copy_(self.ema_sum / smoothed[:, None])
         dead = self.ema_count < self.dead_threshold
-        if dead.any():
+        if dead.any():  # the same on every rank: the counts are the whole batch's
+            x = self._whole(x)
             pick = torch.randint(0, x.shape[0], (int(dead.sum()),), device=x.device)
             self.codebook[dead] = x[pick]
             self.ema_sum[dead] = x[pick]
@@ -101,6 +116,7 @@ class ResidualQuantizer(nn.Module):
         self.min_dropout_stages = min_dropout_stages
         self.stages = nn.ModuleList(
             VectorQuantizer(dim=dim, num_codes=num_codes, decay=decay) for _ in range(num_stages))
+        self.data_parallel = None  # a vqcodec.distributed.World under torchrun
 
     def encode(self, z: torch.Tensor, num_stages: int | None = None) -> torch.Tensor:
         """Latents z [B, D, H, W] -> indices [B, S', H, W] (int64), S' = num_stages or S."""
@@ -148,7 +164,11 @@ class ResidualQuantizer(nn.Module):
             idxs.append(idx.view(b, h, w))
         parts_t = torch.stack(parts, 1)  # [B, S, H, W, D]
         if self.training:
-            n = torch.randint(self.min_dropout_stages, self.num_stages + 1, (b,), device=z.device)
+            # Drawn for the whole batch, this shard's taken: the draws of a plain run.
+            rank, size = ((0, 1) if self.data_parallel is None
+                          else (self.data_parallel.rank, self.data_parallel.size))
+            n = torch.randint(self.min_dropout_stages, self.num_stages + 1, (b * size,),
+                              device=z.device)[rank * b:(rank + 1) * b]
         else:
             n = torch.full((b,), self.num_stages, device=z.device)
         keep = (torch.arange(self.num_stages, device=z.device)[None] < n[:, None]).to(z.dtype)

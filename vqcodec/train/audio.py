@@ -71,6 +71,7 @@ def train_audio_autoencoder(*, run: str, train: list[Path], val: list[Path],
         device: "cpu" or "cuda".
     """
     job = TrainingRun(run, device=device)
+    device, part = job.device, job.shard(batch)  # under torchrun: this process's GPU, shard
     config = read_run_config(run, "audio") if config is None else config
     write_run_config(run, config)
     rate = config.sample_rate
@@ -81,7 +82,8 @@ def train_audio_autoencoder(*, run: str, train: list[Path], val: list[Path],
         model.load_state_dict(job.state["model"])
     job.restore_optimizer(opt, lr=lr)
     length = int(seconds * rate) // config.hop * config.hop
-    train_signals, val_signals = _audio_sets(job.folder, train, val, rate)
+    with job.world.main_first():  # under torchrun rank 0 writes the audio caches
+        train_signals, val_signals = _audio_sets(job.folder, train, val, rate)
     sampler = SegmentSampler(train_signals, length, seed=job.step)
     val_x = validation_segments(val_signals, 2 * rate // config.hop * config.hop).to(device)
     mel_loss = MelLoss(rate).to(device)
@@ -101,13 +103,14 @@ def train_audio_autoencoder(*, run: str, train: list[Path], val: list[Path],
         return " ".join(row)
 
     def take_step() -> tuple[float, float, float]:
-        x = sampler.batch(batch).to(device)
+        x = sampler.batch(batch, part).to(device)
         y, _, commit = model(x)
         l1 = (y - x).abs().mean()
         mel = mel_loss(x, y)
         loss = l1 + mel_weight * mel + commit_weight * commit
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        job.average_gradients(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         return l1.item(), mel.item(), commit.item()

@@ -76,17 +76,20 @@ class CropSampler:
         self.crop = crop
         self.rng = random.Random(seed)
 
-    def batch(self, n: int) -> torch.Tensor:
-        """n crops [n, 3, crop, crop] as floats in [0, 1]."""
+    def batch(self, n: int, part: slice | None = None) -> torch.Tensor:
+        """n crops [n, 3, crop, crop] as floats in [0, 1], or of those only the `part`
+        (a process's shard under torchrun: all n are drawn, so every process's generator
+        stays where a single process's would be, and the shards make up the n crops)."""
+        keep = range(n)[part] if part is not None else range(n)
         out = []
-        for _ in range(n):
+        for i in range(n):
             im = self.images[self.rng.randrange(len(self.images))]
             y = self.rng.randrange(im.shape[1] - self.crop + 1)
             x = self.rng.randrange(im.shape[2] - self.crop + 1)
-            c = im[:, y:y + self.crop, x:x + self.crop]
-            if self.rng.random() < 0.5:
-                c = c.flip(2)
-            out.append(c)
+            flip = self.rng.random() < 0.5
+            if i in keep:
+                c = im[:, y:y + self.crop, x:x + self.crop]
+                out.append(c.flip(2) if flip else c)
         return torch.stack(out).float() / 255
 
 
@@ -172,15 +175,18 @@ class SegmentSampler:
         self.length = length
         self.rng = random.Random(seed)
 
-    def batch(self, n: int) -> torch.Tensor:
-        """n segments [n, 1, length]."""
+    def batch(self, n: int, part: slice | None = None) -> torch.Tensor:
+        """n segments [n, 1, length], or of those only the `part` (a process's shard under
+        torchrun; all n are drawn, as `CropSampler.batch`)."""
+        keep = range(n)[part] if part is not None else range(n)
         out = []
-        for s in self.rng.choices(self.signals, weights=self.weights, k=n):
+        for i, s in enumerate(self.rng.choices(self.signals, weights=self.weights, k=n)):
             start = self.rng.randrange(s.shape[0] - self.length + 1)
-            seg = s[start:start + self.length]
-            peak = seg.abs().max().clamp_min(1e-4)
-            gain = min(self.rng.uniform(0.3, 1.0) / peak.item(), 10.0)
-            out.append(seg * gain)
+            level = self.rng.uniform(0.3, 1.0)
+            if i in keep:
+                seg = s[start:start + self.length]
+                peak = seg.abs().max().clamp_min(1e-4)
+                out.append(seg * min(level / peak.item(), 10.0))
         return torch.stack(out)[:, None]
 
 

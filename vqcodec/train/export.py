@@ -9,7 +9,7 @@ from ..errors import TrainingError
 from ..nn.audio_model import AudioModelConfig, VQAudioModel
 from ..nn.image_model import VQImageModel
 from ..zoo.registry import save_model
-from .loop import read_run_config
+from .loop import read_run_config, single_process
 
 
 def export_run(run: str | Path, output: str | Path, *, name: str, qualities: list | None,
@@ -26,8 +26,10 @@ def export_run(run: str | Path, output: str | Path, *, name: str, qualities: lis
         default_quality: the quality (1-based) used when none is asked for.
 
     Raises:
-        TrainingError: the run has no trained prior, or the qualities are missing.
+        TrainingError: the run has no trained prior, or the qualities are missing, or this
+            is one of several torchrun processes (they would all write `output`).
     """
+    single_process("export")
     run = Path(run)
     for needed in ("state.pt", "prior_state.pt"):
         if not (run / needed).exists():

@@ -20,7 +20,7 @@ from ..nn.grouped_rvq import train_codebooks
 from ..nn.image_autoencoder import init_linear_path_from_pca
 from ..nn.image_model import GROUPED_RUN_CONFIG, V4_RUN_CONFIG, ImageModelConfig, VQImageModel
 from .data import CropSampler, load_training_images, validation_crops
-from .loop import TrainingRun, read_run_config, write_run_config
+from .loop import TrainingRun, read_run_config, single_process, write_run_config
 from .prior import fit_prior
 
 EVAL_STAGES = (2, 4, 8, 12, 16, 20, 24)
@@ -57,6 +57,7 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str],
         linear_lr_scale: learning rate of the linear path relative to `lr`.
     """
     job = TrainingRun(run, device=device)
+    device, part = job.device, job.shard(batch)  # under torchrun: this process's GPU, shard
     if config is None:
         config = read_run_config(run, "image")
         if init_from and not job.resumed:
@@ -101,12 +102,13 @@ def train_autoencoder(*, run: str, train: list[str], val: list[str],
         return " ".join(row)
 
     def take_step() -> tuple[float, float]:
-        x = sampler.batch(batch).to(device)
+        x = sampler.batch(batch, part).to(device)
         y, _, commit = model(x)
         mse = F.mse_loss(y, x)
         loss = mse + commit_weight * commit
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        job.average_gradients(opt)
         opt.step()
         return mse.item(), commit.item()
 
@@ -327,6 +329,8 @@ def train_grouped_codebooks(*, run: str, train: list[str], rd_lambda: float,
     if not (config.num_groups and config.autoencoder.linear_path
             and not config.autoencoder.encoder_conv):
         raise TrainingError("train_grouped_codebooks needs a grouped, PCA-only model config")
+    # Its Lloyd iterations see all latents at once: no step loop to shard.
+    single_process("image-codebooks")
     job = TrainingRun(run)
     if job.state:
         raise TrainingError(f"{run} already has a state.pt; use a new run folder")
@@ -386,6 +390,7 @@ def train_decoder_filter(*, run: str, train: list[str], val: list[str], minutes:
         transfer_decoder_filter(model, load_model(init_filter_from).model)
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.99))
     job.restore_optimizer(opt, lr=lr)
+    part = job.shard(batch)
     sampler = CropSampler(load_training_images(train), crop, seed=1000 + job.step)
     val_x = validation_crops(load_training_images(val), size=val_crop, count=16)
     val_lambda = rd_lambdas[len(rd_lambdas) // 2]
@@ -403,12 +408,13 @@ def train_decoder_filter(*, run: str, train: list[str], val: list[str], minutes:
                 f"rate weight {val_lambda:.5f})")
 
     def take_step() -> float:
-        x = sampler.batch(batch)
+        x = sampler.batch(batch, part)
         with torch.no_grad():
             zq = model.quantizer.decode(model.encode(x, None, rng.choice(rd_lambdas)))
         loss = F.mse_loss(model.decoder(zq), x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        job.average_gradients(opt)
         opt.step()
         return loss.item()
 

@@ -5,6 +5,11 @@ with weights_only=True) and log files. `TrainingRun` is one training job in it: 
 from the job's state file, writes checkpoints atomically (a run stopped at any point loses at
 most `eval_every_s` of work), and writes log lines that all carry the run's wall and CPU
 seconds, so quality can be read against compute. `run_steps` is the bare step loop.
+
+Under torchrun (`vqcodec.distributed`) every process runs the same job on its shard of each
+batch: rank 0's clock decides when to stop and when to checkpoint, the numbers logged and the
+gradients are means over ranks (`TrainingRun.average_gradients`), the CPU seconds are summed
+over ranks, and rank 0 alone evaluates, logs and writes the state file.
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ from typing import Callable, Sequence, TextIO
 import numpy as np
 import torch
 
-from ..errors import TrainingError
+from .. import distributed
+from ..errors import TrainingError, VqcodecError
 from ..nn.audio_model import AudioModelConfig
 from ..nn.image_model import ImageModelConfig
 
@@ -28,7 +34,7 @@ def run_steps(*, step: int, minutes: float, max_steps: int | None,
               take_step: Callable[[], float | Sequence[float]],
               log_line: Callable[[int, np.ndarray], str],
               checkpoint: Callable[[int], None], log: TextIO, log_every: int,
-              eval_every_s: float) -> int:
+              eval_every_s: float, agree: Callable[[bool], bool] = bool) -> int:
     """Train until `minutes` have passed or `max_steps` more steps are done; returns the step.
 
     Args:
@@ -36,17 +42,19 @@ def run_steps(*, step: int, minutes: float, max_steps: int | None,
         take_step: one optimisation step; returns the numbers to average for the log.
         log_line: (step, means of take_step's numbers over the interval) -> one log line.
         checkpoint: evaluates and saves at a step; called every `eval_every_s` and at the end.
+        agree: a decision taken by this process's clock -> the one every process takes
+            (`World.agree`, rank 0's; a plain run's own).
     """
     deadline = time.time() + minutes * 60
     last_step = step + max_steps if max_steps is not None else None
     last_eval, running = time.time(), 0.0
-    while time.time() < deadline and (last_step is None or step < last_step):
+    while agree(time.time() < deadline) and (last_step is None or step < last_step):
         running = running + np.atleast_1d(np.asarray(take_step(), dtype=float))
         step += 1
         if step % log_every == 0:
             print(log_line(step, running / log_every), file=log, flush=True)
             running = 0.0
-        if time.time() - last_eval > eval_every_s:
+        if agree(time.time() - last_eval > eval_every_s):
             checkpoint(step)
             last_eval = time.time()
     checkpoint(step)
@@ -64,22 +72,29 @@ class TrainingRun:
     Use as a context manager around the steps: entering opens the log (append) and starts
     the clocks, leaving closes the log.
 
+    Creating one joins the processes of a torchrun job (`distributed.setup`): every rank reads
+    the state file, rank 0 alone writes it and the log (the others' log lines go nowhere).
+
     Args:
         folder: the run folder (created if missing).
         state_file: the job's state file in it.
         log_file: the job's log file in it.
         prefix: of the job's progress entries in the state file.
-        device: where the state's tensors are loaded.
+        device: where the job's tensors live ("cuda" becomes this process's GPU under
+            torchrun: `device`).
     """
 
     def __init__(self, folder: str | Path, *, state_file: str = "state.pt",
                  log_file: str = "log.txt", prefix: str = "", device: str = "cpu") -> None:
+        self.world = distributed.setup(device)
+        self.device = str(distributed.local_device(device))
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.state_path = self.folder / state_file
         self.log_path = self.folder / log_file
         self.prefix = prefix
-        self.state: dict = (torch.load(self.state_path, weights_only=True, map_location=device)
+        self.state: dict = (torch.load(self.state_path, weights_only=True,
+                                       map_location=self.device)
                             if self.state_path.exists() else {})
         self.step: int = self.state.get(prefix + "step", 0)
         self._cpu0: float = self.state.get(prefix + "cpu_s", 0.0)
@@ -105,8 +120,25 @@ class TrainingRun:
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
 
+    def shard(self, batch: int) -> slice:
+        """This process's part of a batch of `batch` samples (all of it in a plain run).
+
+        Raises:
+            TrainingError: `batch` does not split evenly over the processes.
+        """
+        try:
+            return self.world.shard(batch)
+        except VqcodecError as e:
+            raise TrainingError(str(e)) from None
+
+    def average_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """After backward: the gradients of the optimizer's parameters become their mean over
+        the processes (nothing in a plain run)."""
+        self.world.average_gradients(p for group in optimizer.param_groups
+                                     for p in group["params"])
+
     def __enter__(self) -> TrainingRun:
-        self._log = open(self.log_path, "a")
+        self._log = open(self.log_path if self.world.is_main else os.devnull, "a")
         self._t_wall, self._t_cpu = time.time(), time.process_time()
         return self
 
@@ -115,9 +147,10 @@ class TrainingRun:
         self._log = None
 
     def elapsed(self) -> tuple[float, float]:
-        """(wall, CPU) seconds of the whole job, earlier calls included."""
+        """(wall, CPU) seconds of the whole job, earlier calls included; under torchrun the
+        CPU seconds of all processes (every process must call this at the same point)."""
         return (self._wall0 + time.time() - self._t_wall,
-                self._cpu0 + time.process_time() - self._t_cpu)
+                self._cpu0 + self.world.sum_seconds(time.process_time() - self._t_cpu))
 
     @property
     def log_stream(self) -> TextIO:
@@ -136,8 +169,12 @@ class TrainingRun:
         return f"step {self.step} wall {wall:.0f}s cpu {cpu:.0f}s {text}"
 
     def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
-        """Write the model, optimizer and progress atomically (temporary file + rename)."""
+        """Write the model, optimizer and progress atomically (temporary file + rename); under
+        torchrun every process calls this and rank 0 writes."""
         wall, cpu = self.elapsed()
+        if not self.world.is_main:
+            self.world.barrier()  # the state file is written when any rank goes on
+            return
         p = self.prefix
         entries = {"model": model.state_dict(), p + "step": self.step, p + "cpu_s": cpu,
                    p + "wall_s": wall}
@@ -146,6 +183,7 @@ class TrainingRun:
         tmp = self.state_path.with_suffix(".tmp")
         torch.save({**self.state, **entries}, tmp)
         os.replace(tmp, self.state_path)
+        self.world.barrier()
 
     def train(self, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
               take_step: Callable[[], float | Sequence[float]],
@@ -156,9 +194,10 @@ class TrainingRun:
 
         Args:
             model, optimizer: what `save` writes at every checkpoint.
-            take_step: one optimisation step; returns the numbers to average for the log.
+            take_step: one optimisation step; returns the numbers to average for the log
+                (under torchrun this rank's, which are then averaged over ranks).
             describe: the means of take_step's numbers over a log interval -> log text.
-            evaluate: validation -> the text of an 'EVAL step ...' line.
+            evaluate: validation -> the text of an 'EVAL step ...' line (rank 0 only).
             minutes, max_steps: the budget of this call (a step count is for tests).
             log_every: steps per log line.
             eval_every_s: seconds between checkpoints (there is always one at the end).
@@ -169,16 +208,40 @@ class TrainingRun:
 
         def checkpoint(at: int) -> None:
             self.step = at
-            self.log("EVAL " + self.timed(evaluate()))
+            text = evaluate() if world.is_main else ""
+            self.log("EVAL " + self.timed(text))
             self.save(model, optimizer)
 
-        run_steps(step=self.step, minutes=minutes, max_steps=max_steps, take_step=take_step,
+        world = self.world
+        if world.size > 1:
+            # Every rank starts from rank 0's weights and random state; modules that keep
+            # batch statistics of their own (EMA codebooks) are told the world.
+            world.broadcast_module(model)
+            for module in model.modules():
+                if hasattr(module, "data_parallel"):
+                    module.data_parallel = world
+        step = take_step if world.size == 1 else lambda: world.mean(take_step())
+        run_steps(step=self.step, minutes=minutes, max_steps=max_steps, take_step=step,
                   log_line=log_line, checkpoint=checkpoint, log=self.log_stream,
-                  log_every=log_every, eval_every_s=eval_every_s)
+                  log_every=log_every, eval_every_s=eval_every_s, agree=world.agree)
+
+
+def single_process(what: str) -> None:
+    """Refuse a command that does not run sharded under torchrun with several processes.
+
+    Raises:
+        TrainingError: this process is one of several torchrun started.
+    """
+    if distributed.launched_size() > 1:
+        raise TrainingError(f"{what} runs in one process only; start it without torchrun "
+                            f"(or with --nproc-per-node 1)")
 
 
 def write_run_config(folder: str | Path, config: ModelConfig) -> None:
-    """Write a run's model config (`config.json`, with its kind)."""
+    """Write a run's model config (`config.json`, with its kind); under torchrun rank 0
+    writes it."""
+    if not distributed.launched_main():
+        return
     kind = "audio" if isinstance(config, AudioModelConfig) else "image"
     path = Path(folder) / "config.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -73,21 +73,25 @@ def fit_prior(model: VQImageModel | VQAudioModel, *, run: str | Path,
         if warm_start is not None:
             warm_start()
     job.restore_optimizer(opt, lr=lr)
+    part = job.shard(batch)
     cache = job.folder / index_cache
-    if cache.exists():
-        indices = torch.load(cache, weights_only=True)
-    else:
-        indices = encode_index_sets()
-        torch.save(indices, cache)
+    with job.world.main_first():  # under torchrun rank 0 encodes, the others read its cache
+        if cache.exists():
+            indices = torch.load(cache, weights_only=True)
+        else:
+            indices = encode_index_sets()
+            torch.save(indices, cache)
     # The draws of a resumed job differ from the first call's but are fixed by the step.
     rng = torch.Generator().manual_seed(job.step)
     train_indices = indices["train"]
 
     def take_step() -> float:
-        pick = torch.randint(0, len(train_indices), (batch,), generator=rng)
+        # The whole batch's draws on every rank, this rank's shard scored.
+        pick = torch.randint(0, len(train_indices), (batch,), generator=rng)[part]
         bits = -log2_likelihoods(train_indices[pick], rng).mean()
         opt.zero_grad(set_to_none=True)
         bits.backward()
+        job.average_gradients(opt)
         torch.nn.utils.clip_grad_norm_(model.prior.parameters(), 1.0)
         opt.step()
         return bits.item()
