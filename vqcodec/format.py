@@ -6,7 +6,8 @@ Everything is little-endian. Version 3 (written):
     magic (4) | version u8 | flags u8 | media type u8 | model id length u8 | model id bytes
     | weights hash (8) | num_stages u8 | ndim u8 | shape dims u32 each | sample_rate u32
     | latent ndim u8 | latent dims u32 each | index check u32 | chunk count u8
-    | header CRC32 u32 | chunk count x (chunk length u32 | chunk bytes | CRC32 u32)
+    | [tile u16, only with the tiled flag] | header CRC32 u32
+    | chunk count x (chunk length u32 | chunk bytes | CRC32 u32)
 
 Every CRC32 is zlib.crc32 of all the file's bytes before it, so a file cut after any chunk is
 still a verified prefix: with one chunk per stage (images), the first k chunks decode the first
@@ -57,7 +58,11 @@ WRITABLE_VERSIONS = (2, 3)
 Payload = bytes | tuple[bytes, ...]
 
 FLAG_PORTABLE = 0x01  # tables come from an exact integer prior: decodes on any machine
-_KNOWN_FLAGS = FLAG_PORTABLE
+# Version 3 only: the image's latent grid is coded in independent tiles, whose side (in latent
+# positions) a u16 after the chunk count gives. Untiled files are byte for byte as before.
+FLAG_TILED = 0x02
+_KNOWN_FLAGS = {1: 0, 2: FLAG_PORTABLE, 3: FLAG_PORTABLE | FLAG_TILED}
+MAX_TILE = 0xFFFF
 
 MAX_MODEL_ID_LENGTH = 64
 WEIGHTS_HASH_SIZE = 8
@@ -67,6 +72,7 @@ MAX_SHAPE_NDIM = 4
 MAX_LATENT_NDIM = 3
 
 _U8 = struct.Struct("<B")
+_U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _CRC_SIZE = _U32.size
 
@@ -131,6 +137,10 @@ class ContainerHeader:
         num_chunks: how many separately coded chunks the payload has (version 3): 1 (every
             stage in one stream) or `num_stages` (chunk i holds stage i, so a file cut after k
             chunks still decodes its first k stages). Always 1 before version 3.
+        tile: images of version 3: the side, in latent positions, of the tiles the latent
+            grid was coded in (independent windows in raster order within each stage's
+            chunk), 1..65535; 0: one window, the whole grid. A tiled image has one chunk per
+            stage, and a grid that fits in one tile is written untiled.
     """
 
     media_type: MediaType
@@ -144,6 +154,7 @@ class ContainerHeader:
     index_check: int | None = None
     version: int = FORMAT_VERSION
     num_chunks: int = 1
+    tile: int = 0
 
     def __post_init__(self) -> None:
         # Frozen dataclass: normalise through object.__setattr__.
@@ -214,6 +225,19 @@ class ContainerHeader:
             raise ContainerError(f"format version {self.version} has one payload, not "
                                  f"{num_chunks} chunks")
         set_field(self, "num_chunks", num_chunks)
+        tile = _as_int(self.tile, "tile")
+        if not 0 <= tile <= MAX_TILE:
+            raise ContainerError(f"tile must be 0 to {MAX_TILE}, got {tile}")
+        if tile:
+            if self.version < 3 or media_type is not MediaType.IMAGE:
+                raise ContainerError("only images of format version 3 are tiled")
+            if num_chunks != num_stages:
+                raise ContainerError("a tiled image has one chunk per stage")
+            if len(self.latent_shape) != 2 or max(self.latent_shape) <= tile:
+                raise ContainerError(f"tile {tile} for a latent grid of "
+                                     f"{'x'.join(map(str, self.latent_shape))}: a grid that "
+                                     "fits in one tile is written untiled")
+        set_field(self, "tile", tile)
 
     @property
     def chunk_per_stage(self) -> bool:
@@ -253,7 +277,7 @@ def _encode_header(header: ContainerHeader) -> bytes:
     parts = [
         MAGIC,
         _U8.pack(header.version),
-        _U8.pack(FLAG_PORTABLE if header.portable else 0),
+        _U8.pack((FLAG_PORTABLE if header.portable else 0) | (FLAG_TILED if header.tile else 0)),
         _U8.pack(header.media_type),
         _U8.pack(len(model_id)),
         model_id,
@@ -298,6 +322,8 @@ def pack_container(header: ContainerHeader, payload: bytes | Sequence[bytes]) ->
         return body + _U32.pack(zlib.crc32(body))
     # Version 3: each CRC32 covers every byte of the file before it (the running CRC).
     body = _encode_header(header) + _U8.pack(header.num_chunks)
+    if header.tile:
+        body += _U16.pack(header.tile)
     crc = zlib.crc32(body)
     parts = [body, _U32.pack(crc)]
     for chunk in chunks:
@@ -404,6 +430,7 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
     check = reader.u32("index check") if version >= 2 else None
     if version >= 3:
         num_chunks = reader.u8("chunk count")
+        tile = _U16.unpack(reader.take(_U16.size, "tile size"))[0] if flags & FLAG_TILED else 0
         crc_offset = reader.pos
         stored_crc = reader.u32("header checksum")
         if media_type not in MediaType._value2member_map_:
@@ -418,7 +445,7 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
         payload = _read_single_payload(reader, payload_len)
 
     # The header bytes are intact; a bad value past this point comes from a faulty writer.
-    if flags & ~_KNOWN_FLAGS:
+    if flags & ~_KNOWN_FLAGS[version]:
         raise ContainerError(f"invalid .vqc header: unknown flags 0x{flags:02x}")
     try:
         model_id = model_id_raw.decode("ascii")
@@ -437,6 +464,7 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
             index_check=check,
             version=version,
             num_chunks=num_chunks,
+            tile=tile if version >= 3 else 0,
         )
     except ContainerError as exc:
         raise ContainerError(f"invalid .vqc header: {exc}") from None

@@ -164,6 +164,7 @@ def info(input_path: str) -> None:
              f"weights hash: {h.weights_hash.hex()}", f"stages coded: {h.num_stages}",
              f"latent grid: {'x'.join(map(str, h.latent_shape))}",
              f"format version: {h.version}",
+             *([f"tiles: {h.tile}x{h.tile} latent positions"] if h.tile else []),
              f"portable: {'yes (exact integer tables: decodes on any machine)' if h.portable else 'no (float tables: decodes where the CPU kernels round as the writer' + chr(39) + 's)'}",
              f"file size: {len(data)} bytes"]
     if h.media_type.name == "IMAGE":

@@ -5,6 +5,12 @@ evaluations the decoder will: same inputs, same shapes, same order. Stream order
 within a stage the passes of the context schedule, within a pass positions in raster order.
 Stages can go into one range-coder stream or into one stream each (format version 3), and
 decoding can stop after any stage: a stage depends on earlier stages only.
+
+Tiles (`tile=T`): the grid is cut into T x T windows (the last ones smaller) that are coded
+independently, in raster order, each walk seeing only its window (zero beyond its borders, as
+at the grid's borders). Each stage's stream then holds the windows one after another, so it
+needs one stream per stage; a grid that fits in one window codes exactly as untiled. Memory
+and time per window are bounded, so a large image costs time linear in its area.
 `sample` runs the same walk with indices drawn from the tables instead of coded.
 """
 from __future__ import annotations
@@ -30,9 +36,27 @@ from .entropy import IndexDecoder, IndexEncoder, nll_bits, probability_table
 if TYPE_CHECKING:
     from ..nn.integer_prior import IntegerStagePrior
 
-# (stage, pass mask [H, W], scores of the pass's positions [n, K], their probability
-# table [n, K]) -> the indices at those positions [n]
-PassCoder = Callable[[int, torch.Tensor, torch.Tensor, np.ndarray], np.ndarray]
+# (stage, window (rows, columns) of the grid being walked, pass mask [h, w] of the window,
+# scores of the pass's positions [n, K], their probability table [n, K]) -> the indices at
+# those positions [n]
+Window = tuple[slice, slice]
+PassCoder = Callable[[int, Window, torch.Tensor, torch.Tensor, np.ndarray], np.ndarray]
+
+
+def tile_windows(height: int, width: int, tile: int | None) -> list[Window]:
+    """The windows a grid is coded in, raster order: the whole grid if `tile` is None or the
+    grid fits in one tile, else tile x tile windows (the last row and column smaller).
+
+    Args:
+        height, width: the latent grid.
+        tile: the tile side in latent positions (>= 1), or None.
+    """
+    if tile is None or (height <= tile and width <= tile):
+        return [(slice(0, height), slice(0, width))]
+    if tile < 1:
+        raise ValueError(f"tile must be at least 1, got {tile}")
+    return [(slice(r, min(r + tile, height)), slice(c, min(c + tile, width)))
+            for r in range(0, height, tile) for c in range(0, width, tile)]
 
 
 @contextmanager
@@ -116,13 +140,30 @@ class StageByStageCodec:
         """Codewords [n, D] of one pass's indices [n, symbols per position]."""
         return self.quantizer.stages[stage].codebook[found[:, 0]]
 
-    def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder) -> torch.Tensor:
+    def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
+              tile: int | None = None) -> torch.Tensor:
         with single_thread():
             return self._from_walk_layout(
-                self._walk_single_thread(num_stages, height, width, code_pass))
+                self._walk_windows(num_stages, height, width, code_pass, tile))
 
-    def _walk_single_thread(self, num_stages: int, height: int, width: int,
-                            code_pass: PassCoder) -> torch.Tensor:
+    def _walk_windows(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
+                      tile: int | None) -> torch.Tensor:
+        """The walk over each window of `tile_windows` in turn (all stages of a window before
+        the next window), assembled into indices [S', H, W, symbols per position]."""
+        windows = tile_windows(height, width, tile)
+        if len(windows) == 1:
+            return self._walk_window(num_stages, windows[0], code_pass)
+        indices = torch.zeros(num_stages, height, width, self.symbols_per_position,
+                              dtype=torch.long)
+        for rows, cols in windows:
+            indices[:, rows, cols] = self._walk_window(num_stages, (rows, cols), code_pass).cpu()
+        return indices
+
+    def _walk_window(self, num_stages: int, window: Window, code_pass: PassCoder
+                     ) -> torch.Tensor:
+        """One window's walk, stage by stage, pass by pass: indices [S', h, w, symbols]."""
+        height = window[0].stop - window[0].start
+        width = window[1].stop - window[1].start
         device = self._device()
         per_position = self.symbols_per_position
         masks = [m.to(device) for m in pass_masks(self.prior.schedule, height, width)]
@@ -136,7 +177,7 @@ class StageByStageCodec:
             visible = torch.zeros(1, 1, height, width, device=device, dtype=self.input_dtype)
             for mask in masks:
                 scores, table = self._pass_tables(coarse, codes, visible, stage, mask)
-                found = torch.from_numpy(code_pass(s, mask, scores, table))
+                found = torch.from_numpy(code_pass(s, window, mask, scores, table))
                 found = found.to(device).view(-1, per_position)
                 indices[s][mask] = found
                 codes[0][:, mask] = self._codewords(s, found).t()
@@ -199,33 +240,38 @@ class StageByStageCodec:
             out.view(b * n, h, w)[:, m] = logp[:, m] / torch.log(torch.tensor(2.0))
         return out
 
-    def compress(self, indices: torch.Tensor, *,
-                 stream_per_stage: bool = False) -> CompressedIndices:
+    def compress(self, indices: torch.Tensor, *, stream_per_stage: bool = False,
+                 tile: int | None = None) -> CompressedIndices:
         """Code indices (the quantizer's layout: [S', H, W] here, [R', G, H, W] grouped).
 
         Args:
             indices: the indices.
             stream_per_stage: one range-coder stream per stage (each flushed on its own, so
                 the first k streams decode the first k stages), instead of a single stream.
+            tile: code in independent tile x tile windows (see `tile_windows`); a grid of
+                more than one window needs `stream_per_stage`.
         """
         num_stages = indices.shape[0]
+        if (not stream_per_stage and num_stages > 1
+                and len(tile_windows(*indices.shape[-2:], tile)) > 1):
+            raise ValueError("tiled coding needs one stream per stage (stream_per_stage=True)")
         encoders = [IndexEncoder() for _ in range(num_stages if stream_per_stage else 1)]
         nll = 0.0
         want = self._to_walk_layout(indices.cpu())  # [S', H, W, symbols per position]
 
-        def code_pass(s: int, mask: torch.Tensor, logits: torch.Tensor,
+        def code_pass(s: int, window: Window, mask: torch.Tensor, logits: torch.Tensor,
                       table: np.ndarray) -> np.ndarray:
             nonlocal nll
-            symbols = want[s][mask.cpu()].reshape(-1).numpy()
+            symbols = want[s][window][mask.cpu()].reshape(-1).numpy()
             encoders[s if stream_per_stage else 0].add(symbols, table)
             nll += self._nll_bits(logits, symbols)
             return symbols
 
-        self._walk(*want.shape[:3], code_pass)
+        self._walk(*want.shape[:3], code_pass, tile)
         return CompressedIndices(tuple(e.finish() for e in encoders), nll)
 
     def decompress(self, payload: bytes | Sequence[bytes], num_stages: int, height: int,
-                   width: int) -> torch.Tensor:
+                   width: int, *, tile: int | None = None) -> torch.Tensor:
         """Indices (the quantizer's layout) of the first `num_stages` stages.
 
         Args:
@@ -233,20 +279,24 @@ class StageByStageCodec:
                 `stage_decoders`); fewer stages than were coded may be asked for.
             num_stages: how many stages to decode, from stage 0.
             height, width: the latent grid.
+            tile: the tile side the indices were coded with (`compress(tile=)`), or None.
         """
         decoders = stage_decoders(payload, num_stages, self.quantizer.num_codes)
+        one_stream = isinstance(payload, (bytes, bytearray, memoryview)) or len(payload) == 1
+        if one_stream and num_stages > 1 and len(tile_windows(height, width, tile)) > 1:
+            raise ValueError("tiled coding needs one stream per stage")
 
-        def code_pass(s: int, mask: torch.Tensor, logits: torch.Tensor,
+        def code_pass(s: int, window: Window, mask: torch.Tensor, logits: torch.Tensor,
                       table: np.ndarray) -> np.ndarray:
             return decoders[s].read(table)
 
-        return self._walk(num_stages, height, width, code_pass)
+        return self._walk(num_stages, height, width, code_pass, tile)
 
     def sample(self, num_stages: int, height: int, width: int, draw: TableDraw) -> torch.Tensor:
         """Indices (the quantizer's layout) drawn from the prior in the codec's own order:
         stage by stage, pass by pass, each pass's indices drawn from its tables by `draw`."""
 
-        def code_pass(s: int, mask: torch.Tensor, scores: torch.Tensor,
+        def code_pass(s: int, window: Window, mask: torch.Tensor, scores: torch.Tensor,
                       table: np.ndarray) -> np.ndarray:
             return draw(table)
 
@@ -335,10 +385,11 @@ class IntegerStageCodec(StageByStageCodec):
     def _device(self) -> torch.device:
         return self.prior.coarse_table.device
 
-    def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder) -> torch.Tensor:
+    def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
+              tile: int | None = None) -> torch.Tensor:
         with exact_mode():
             return self._from_walk_layout(
-                self._walk_single_thread(num_stages, height, width, code_pass))
+                self._walk_windows(num_stages, height, width, code_pass, tile))
 
     def _codewords(self, stage: int, found: torch.Tensor) -> torch.Tensor:
         return self.prior.current_codewords(stage, found)
@@ -364,9 +415,9 @@ class IntegerStageCodec(StageByStageCodec):
         want = self._to_walk_layout(indices.cpu())
         out = []
 
-        def code_pass(s, mask, counts, table):
+        def code_pass(s, window, mask, counts, table):
             out.append(counts.cpu())
-            return want[s][mask.cpu()].reshape(-1).numpy()
+            return want[s][window][mask.cpu()].reshape(-1).numpy()
 
         self._walk(*want.shape[:3], code_pass)
         return out

@@ -6,6 +6,7 @@ or coarser: the stem folds 4x4 pixel blocks into channels instead of convolving 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -92,6 +93,26 @@ class ImageDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return (_sum_paths(self.net, self.linear, z) + 1) / 2
+
+
+def decoder_halo(decoder: ImageDecoder) -> int:
+    """Latent rows (or columns) on each side that a decoded pixel depends on beyond its own
+    block: the receptive field of the conv path (0 without one; the block transform reaches
+    no neighbour). A band of latent rows decoded with this many extra rows above and below
+    gives the same pixels as the whole image, up to float rounding.
+
+    Args:
+        decoder: the decoder.
+    """
+    if decoder.net is None:
+        return 0
+    reach, scale = 0.0, 1  # scale: resolution of the current layer, in steps per latent row
+    for module in decoder.net.modules():  # pre-order: the order the layers run in
+        if isinstance(module, nn.Conv2d):
+            reach += (module.kernel_size[0] // 2) / scale
+        elif isinstance(module, nn.PixelShuffle):
+            scale *= module.upscale_factor
+    return math.ceil(reach)
 
 
 def _sum_paths(net: nn.Module | None, linear: nn.Module | None, x: torch.Tensor) -> torch.Tensor:

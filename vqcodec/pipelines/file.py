@@ -56,7 +56,7 @@ def encode_indices(loaded: LoadedModel, indices: torch.Tensor, **options):
     Args:
         loaded: the model.
         indices: in the codec's layout.
-        options: for the codec's `compress` (images: `stream_per_stage`).
+        options: for the codec's `compress` (images: `stream_per_stage`, `tile`).
 
     Returns:
         (coded, portable, check): the `CompressedIndices` (streams, NLL), whether the tables
@@ -98,7 +98,7 @@ def stages_to_decode(header: ContainerHeader, payload: Payload, stages: int | No
 
 
 def decode_indices(header: ContainerHeader, loaded: LoadedModel, payload: Payload,
-                   *shape: int, complete: bool = True) -> torch.Tensor:
+                   *shape: int, complete: bool = True, **options) -> torch.Tensor:
     """Decode a payload to indices and check them against the header's index check.
 
     Args:
@@ -108,6 +108,7 @@ def decode_indices(header: ContainerHeader, loaded: LoadedModel, payload: Payloa
         shape: what the codec's `decompress` takes after the payload.
         complete: every coded stage is decoded, so the index check applies (it covers the
             indices of all stages); False when fewer stages are asked for.
+        options: for the codec's `decompress` (images: `tile`).
 
     Raises:
         CorruptPayloadError: the payload does not decode, or decodes to other indices than
@@ -124,7 +125,7 @@ def decode_indices(header: ContainerHeader, loaded: LoadedModel, payload: Payloa
             f"{'exact (portable)' if header.portable else 'float'}, but model "
             f"{loaded.name!r} has a{'n exact integer' if portable else ' float'} prior")
     try:
-        indices = codec.decompress(payload, *shape)
+        indices = codec.decompress(payload, *shape, **options)
     except CorruptPayloadError:
         raise
     except (AssertionError, ValueError) as e:  # constriction: a stream that does not fit

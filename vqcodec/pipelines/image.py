@@ -3,6 +3,13 @@
 Images of any size are padded (edge replication) to a multiple of the model's stride and
 cropped back after decoding. Grayscale images are coded as RGB with equal channels and come
 back grayscale.
+
+Large images stay within bounded memory and linear time: a block-wise encoder (the block
+transform of vqimage-v3) runs on bands of block rows, the prior codes the latent grid in
+independent tiles of `IMAGE_TILE` positions (recorded in the file), and the decoder runs on
+bands of latent rows with a halo of its receptive field, so the picture equals the
+whole-image decode up to float rounding. An image that fits in one tile is coded and decoded
+exactly as without tiles.
 """
 from __future__ import annotations
 
@@ -13,11 +20,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..nn.image_autoencoder import decoder_halo
 from ..zoo.registry import DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_model
-from ..format import ContainerHeader, MediaType, pack_container
+from ..format import MAX_TILE, ContainerHeader, MediaType, pack_container
 from ..device import resolve_device
+from ..errors import InputError
 from ..io.image import as_image_array
 from .file import Compression, decode_indices, encode_indices, open_file, stages_to_decode
+
+
+# The side, in latent positions, of the tiles the prior codes a large image's latent grid in
+# (64 positions = 1024 pixels for a stride of 16); files record it, so a decoder never
+# assumes it. Chosen by measurement on a 2048x2048 photo (benchmarks/large_image.py, README):
+# the rate cost of tiling against the time and memory of one tile's walk.
+IMAGE_TILE = 64
+# The most latent positions one band of the encoder (block transform and quantizer, whose
+# distance table is positions x groups x codes) or of the decoder (its conv activations at
+# 1/4 resolution) holds at once: what bounds their memory on large images.
+ENCODE_BAND_POSITIONS = 4096
+DECODE_BAND_POSITIONS = 16384
 
 
 @dataclass
@@ -76,10 +97,20 @@ def _to_array(x: torch.Tensor, channels: int, height: int, width: int) -> np.nda
     return rgb.permute(1, 2, 0).cpu().numpy()
 
 
+def _bands(rows: int, band_rows: int) -> list[tuple[int, int]]:
+    """(first, end) of each band of `band_rows` rows (>= 1) covering `rows` rows."""
+    return [(r, min(r + band_rows, rows)) for r in range(0, rows, band_rows)]
+
+
 def indices_to_image(net, indices: torch.Tensor, channels: int, height: int, width: int,
-                     device: torch.device) -> np.ndarray:
+                     device: torch.device, *, band_rows: int | None = None) -> np.ndarray:
     """Decode indices (the quantizer's layout, any number of stages from stage 0) to a uint8
     array HxWx3 (HxW if `channels` is 1), cropped to height x width.
+
+    The decoder runs on bands of latent rows, each with `decoder_halo` extra rows above and
+    below (cropped off after decoding), so memory stays bounded and the pixels are those of
+    the whole-image decode up to float rounding; a grid of at most `DECODE_BAND_POSITIONS`
+    positions is decoded whole.
 
     Args:
         net: the image model.
@@ -87,12 +118,62 @@ def indices_to_image(net, indices: torch.Tensor, channels: int, height: int, wid
         channels: 1 (grayscale) or 3.
         height, width: the picture's size (at most the latent grid's times the stride).
         device: where the decoder runs.
+        band_rows: latent rows per band; None: as many as `DECODE_BAND_POSITIONS` allows.
     """
-    return _to_array(net.decode(indices[None].to(device)), channels, height, width)
+    grid_h, grid_w = indices.shape[-2:]
+    if band_rows is None:
+        band_rows = grid_h if grid_h * grid_w <= DECODE_BAND_POSITIONS else max(
+            1, DECODE_BAND_POSITIONS // grid_w)
+    if band_rows >= grid_h:
+        return _to_array(net.decode(indices[None].to(device)), channels, height, width)
+    stride, halo = net.config.stride, decoder_halo(net.decoder)
+    out = np.empty((height, width) if channels == 1 else (height, width, 3), dtype=np.uint8)
+    for first, end in _bands(grid_h, band_rows):
+        top, bottom = max(0, first - halo), min(grid_h, end + halo)
+        pixels = net.decode(indices[None, ..., top:bottom, :].to(device))
+        rows = min(end * stride, height) - first * stride
+        band = pixels[..., (first - top) * stride:, :]  # the halo above cropped off
+        out[first * stride:first * stride + rows] = _to_array(band, channels, rows, width)
+    return out
+
+
+def image_to_indices(net, array: np.ndarray, stages: int, rd_lambda: float,
+                     device: torch.device, *, band_rows: int | None = None) -> torch.Tensor:
+    """Encode a uint8 image (HxW or HxWx3) to indices in the quantizer's layout ([S', h, w]
+    or [R', G, h, w]) on the CPU.
+
+    A block-wise encoder (no conv path: each stride x stride block's latent depends on that
+    block alone, and so do its indices) runs on bands of block rows, each made float only
+    when it is encoded, so memory stays bounded; the indices are those of the whole image. A
+    conv encoder, or an image of at most `ENCODE_BAND_POSITIONS` latent positions, is
+    encoded whole.
+
+    Args:
+        net: the image model.
+        array: the image.
+        stages, rd_lambda: the rate setting (`LoadedModel.rate_for_quality`).
+        device: where the encoder runs.
+        band_rows: latent rows per band; None: as many as `ENCODE_BAND_POSITIONS` allows.
+    """
+    stride = net.config.stride
+    grid_h, grid_w = -(-array.shape[0] // stride), -(-array.shape[1] // stride)
+    if band_rows is None:
+        band_rows = grid_h if grid_h * grid_w <= ENCODE_BAND_POSITIONS else max(
+            1, ENCODE_BAND_POSITIONS // grid_w)
+    if net.config.autoencoder.encoder_conv or band_rows >= grid_h:
+        return net.encode(image_to_tensor(array, stride, device), stages, rd_lambda)[0].cpu()
+    parts = []
+    for first, end in _bands(grid_h, band_rows):
+        # The last band's rows past the image are padded by image_to_tensor as the whole
+        # image's would be (replicating its last row).
+        x = image_to_tensor(array[first * stride:end * stride], stride, device)
+        parts.append(net.encode(x, stages, rd_lambda)[0].cpu())
+    return torch.cat(parts, -2)
 
 
 def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
-                   quality: int | None = None, device: str = "auto") -> ImageCompression:
+                   quality: int | None = None, device: str = "auto",
+                   tile: int = IMAGE_TILE) -> ImageCompression:
     """Compress an image (PIL image or uint8 array HxW / HxWx3) into a `.vqc` file's bytes.
 
     Args:
@@ -100,7 +181,11 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
         model: shipped model name, model file path, or a loaded model.
         quality: 1..N (more stages, more bits); default: the model's default.
         device: "auto", "cpu" or "cuda".
+        tile: the side, in latent positions, of the tiles a latent grid larger than one
+            tile is coded in (1..65535; the file records it); default `IMAGE_TILE`.
     """
+    if isinstance(tile, bool) or not isinstance(tile, int) or not 1 <= tile <= MAX_TILE:
+        raise InputError(f"tile must be an integer 1 to {MAX_TILE}, got {tile!r}")
     start = time.perf_counter()
     dev = resolve_device(device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
@@ -111,15 +196,17 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
     channels = 1 if array.ndim == 2 else 3
     stages, rd_lambda = loaded.rate_for_quality(
         loaded.default_quality if quality is None else quality)
-    x = image_to_tensor(array, net.config.stride, dev)
-    indices = net.encode(x, stages, rd_lambda)[0].cpu()
+    indices = image_to_indices(net, array, stages, rd_lambda, dev)
+    latent_shape = tuple(indices.shape[-2:])
+    tiled = max(latent_shape) > tile  # a grid that fits in one tile is coded untiled
     # One chunk per stage: a file cut after k chunks still decodes its first k stages.
-    coded, portable, check = encode_indices(loaded, indices, stream_per_stage=True)
+    coded, portable, check = encode_indices(loaded, indices, stream_per_stage=True,
+                                            tile=tile if tiled else None)
     header = ContainerHeader(
         media_type=MediaType.IMAGE, model_id=loaded.name, weights_hash=loaded.weights_hash,
         num_stages=stages, shape=(channels, height, width), sample_rate=0,
-        latent_shape=tuple(indices.shape[-2:]), portable=portable, index_check=check,
-        num_chunks=stages)
+        latent_shape=latent_shape, portable=portable, index_check=check,
+        num_chunks=stages, tile=tile if tiled else 0)
     data = pack_container(header, coded.streams)
     return ImageCompression(data=data, header=header, payload_bytes=coded.payload_bits // 8,
                             nll_bits=coded.nll_bits, num_pixels=height * width,
@@ -148,5 +235,5 @@ def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
         raise ModelError("inconsistent .vqc header: shape, latent grid or stages do not fit the model")
     num_stages = stages_to_decode(header, payload, stages)
     indices = decode_indices(header, loaded, payload, num_stages, *expected,
-                             complete=num_stages == header.num_stages)
+                             complete=num_stages == header.num_stages, tile=header.tile or None)
     return indices_to_image(net, indices, channels, height, width, dev)
