@@ -162,13 +162,16 @@ def image_to_indices(net, array: np.ndarray, stages: int, rd_lambda: float,
             1, ENCODE_BAND_POSITIONS // grid_w)
     if net.config.autoencoder.encoder_conv or band_rows >= grid_h:
         return net.encode(image_to_tensor(array, stride, device), stages, rd_lambda)[0].cpu()
-    parts = []
+    out = None  # allocated once the first band gives the layout (no second copy to join)
     for first, end in _bands(grid_h, band_rows):
         # The last band's rows past the image are padded by image_to_tensor as the whole
         # image's would be (replicating its last row).
         x = image_to_tensor(array[first * stride:end * stride], stride, device)
-        parts.append(net.encode(x, stages, rd_lambda)[0].cpu())
-    return torch.cat(parts, -2)
+        band = net.encode(x, stages, rd_lambda)[0].cpu()
+        if out is None:
+            out = torch.empty((*band.shape[:-2], grid_h, grid_w), dtype=band.dtype)
+        out[..., first:end, :] = band
+    return out
 
 
 def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
