@@ -199,3 +199,12 @@ def test_tile_field_layout_and_checks():
             dataclasses.replace(HEADER, **changes)
     with pytest.raises(InputError, match="tile must be an integer"):
         compress_image(np.zeros((16, 16, 3), np.uint8), tile=0)
+
+
+def test_a_changed_tile_size_is_refused():
+    data = bytearray(pack_container(HEADER, (b"ab", b"cd")))
+    tile_at = len(data) - 2 * (4 + 2 + 4) - 4 - 2  # the u16 before the header CRC
+    assert data[tile_at] == TILE
+    data[tile_at] = 1
+    with pytest.raises(ContainerError, match="header CRC mismatch"):
+        unpack_container(bytes(data))
