@@ -141,22 +141,26 @@ class StageByStageCodec:
         return self.quantizer.stages[stage].codebook[found[:, 0]]
 
     def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
-              tile: int | None = None) -> torch.Tensor:
+              tile: int | None = None, assemble: bool = True) -> torch.Tensor | None:
         with single_thread():
-            return self._from_walk_layout(
-                self._walk_windows(num_stages, height, width, code_pass, tile))
+            found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble)
+            return None if found is None else self._from_walk_layout(found)
 
     def _walk_windows(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
-                      tile: int | None) -> torch.Tensor:
+                      tile: int | None, assemble: bool = True) -> torch.Tensor | None:
         """The walk over each window of `tile_windows` in turn (all stages of a window before
-        the next window), assembled into indices [S', H, W, symbols per position]."""
+        the next window), assembled into indices [S', H, W, symbols per position]; None
+        with `assemble=False` and several windows (an encoder, which has the indices, then
+        holds no second copy of a large grid's)."""
         windows = tile_windows(height, width, tile)
         if len(windows) == 1:
             return self._walk_window(num_stages, windows[0], code_pass)
-        indices = torch.zeros(num_stages, height, width, self.symbols_per_position,
-                              dtype=torch.long)
+        indices = (torch.zeros(num_stages, height, width, self.symbols_per_position,
+                               dtype=torch.long) if assemble else None)
         for rows, cols in windows:
-            indices[:, rows, cols] = self._walk_window(num_stages, (rows, cols), code_pass).cpu()
+            found = self._walk_window(num_stages, (rows, cols), code_pass)
+            if indices is not None:
+                indices[:, rows, cols] = found.cpu()
         return indices
 
     def _walk_window(self, num_stages: int, window: Window, code_pass: PassCoder
@@ -267,7 +271,7 @@ class StageByStageCodec:
             nll += self._nll_bits(logits, symbols)
             return symbols
 
-        self._walk(*want.shape[:3], code_pass, tile)
+        self._walk(*want.shape[:3], code_pass, tile, assemble=False)
         return CompressedIndices(tuple(e.finish() for e in encoders), nll)
 
     def decompress(self, payload: bytes | Sequence[bytes], num_stages: int, height: int,
@@ -386,10 +390,10 @@ class IntegerStageCodec(StageByStageCodec):
         return self.prior.coarse_table.device
 
     def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
-              tile: int | None = None) -> torch.Tensor:
+              tile: int | None = None, assemble: bool = True) -> torch.Tensor | None:
         with exact_mode():
-            return self._from_walk_layout(
-                self._walk_windows(num_stages, height, width, code_pass, tile))
+            found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble)
+            return None if found is None else self._from_walk_layout(found)
 
     def _codewords(self, stage: int, found: torch.Tensor) -> torch.Tensor:
         return self.prior.current_codewords(stage, found)
