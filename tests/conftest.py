@@ -180,3 +180,35 @@ def tiny_integer_audio_model_path(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_integer_audio_model(tiny_integer_audio_model_path):
     return load_model(tiny_integer_audio_model_path)
+
+
+# Small shared test inputs.
+def smooth_image(rng, h: int, w: int) -> np.ndarray:
+    """A smooth RGB pattern with noise, uint8 [h, w, 3]."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    smooth = 128 + 90 * np.sin(xx / 7)[..., None] * np.cos(yy / 5)[..., None]
+    return (smooth + rng.normal(0, 8, (h, w, 3))).clip(0, 255).astype(np.uint8)
+
+
+def make_image_folder(path, rng, n: int = 3, size=(80, 96)) -> str:
+    """A new folder of n PNG patterns of `size` (h, w), named 0.png ...; returns its path."""
+    from PIL import Image
+    path.mkdir()
+    for i in range(n):
+        yy, xx = np.mgrid[0:size[0], 0:size[1]]
+        img = (128 + 90 * np.sin(xx / (5 + i))[..., None] * np.cos(yy / 7)[..., None]
+               + rng.normal(0, 10, (*size, 3))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(img).save(path / f"{i}.png")
+    return str(path)
+
+
+def chunk_ends(data: bytes) -> list[int]:
+    """Where each chunk of a version-3 file ends (after its CRC), read from the layout."""
+    from vqcodec.format import unpack_container
+    _, chunks = unpack_container(data)
+    pos = len(data) - sum(len(c) + 8 for c in chunks)
+    ends = []
+    for chunk in chunks:
+        pos += 8 + len(chunk)
+        ends.append(pos)
+    return ends

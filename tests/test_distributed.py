@@ -23,9 +23,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
-from conftest import TINY_GROUPED_CONFIG
+from conftest import TINY_GROUPED_CONFIG, make_image_folder
 from vqcodec.cli.main import cli
 from vqcodec.distributed import World
 from vqcodec.errors import TrainingError, VqcodecError
@@ -53,15 +52,6 @@ def torchrun(args: list[str], *, cwd: Path, nproc: int = 2) -> subprocess.Comple
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
 
 
-def make_images(folder: Path, n: int, size=(80, 96)) -> str:
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        yy, xx = np.mgrid[0:size[0], 0:size[1]]
-        img = (128 + 90 * np.sin(xx / (5 + i))[..., None] * np.cos(yy / 7)[..., None]
-               + rng.normal(0, 10, (*size, 3))).clip(0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"{i}.png")
-    return str(folder)
 
 
 def make_clips(folder: Path) -> str:
@@ -98,7 +88,7 @@ def training_runs(tmp_path_factory):
     1 process with half the batch (what a rank would do alone)."""
     from vqcodec.train.image import train_grouped_codebooks
     root = tmp_path_factory.mktemp("dist")
-    images = make_images(root / "imgs", 3)
+    images = make_image_folder(root / "imgs", np.random.default_rng(0), 3)
     audio = make_clips(root / "clips")
     sys.path.insert(0, str(TESTS))
     import distributed_worker
@@ -205,7 +195,7 @@ def _close(a, b) -> bool:
 
 def test_rd_curve_in_two_processes_writes_what_one_writes(tmp_path, tiny_model_path):
     folder = tmp_path / "imgs"
-    make_images(folder, 5, size=(48, 64))
+    make_image_folder(folder, np.random.default_rng(0), 5, size=(48, 64))
     (folder / "bad.png").write_bytes(b"not a png")
     args = ["rd-curve", str(folder), "--model", tiny_model_path, "--baselines", "jpeg",
             "--baseline-qualities", "50,90", "--no-plots", "--per-image", "--actual",

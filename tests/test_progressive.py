@@ -24,24 +24,15 @@ from vqcodec.pipelines.image import compress_image, decompress_image, indices_to
 HEADER = ContainerHeader(media_type=MediaType.IMAGE, model_id="m", weights_hash=bytes(8),
                          num_stages=3, shape=(3, 32, 48), sample_rate=0, latent_shape=(2, 3),
                          index_check=7, num_chunks=3)
+from conftest import chunk_ends, smooth_image
+
 CHUNKS = (b"abcd", b"", b"0123456789ab")
 
 
 def _image(rng, h=40, w=56):
-    yy, xx = np.mgrid[0:h, 0:w]
-    smooth = 128 + 90 * np.sin(xx / 7)[..., None] * np.cos(yy / 5)[..., None]
-    return (smooth + rng.normal(0, 8, (h, w, 3))).clip(0, 255).astype(np.uint8)
+    return smooth_image(rng, h, w)
 
 
-def _chunk_ends(data: bytes) -> list[int]:
-    """Where each chunk of a version-3 file ends (after its CRC), read from the layout."""
-    header, chunks = unpack_container(data)
-    pos = len(data) - sum(len(c) + 8 for c in chunks)
-    ends = []
-    for chunk in chunks:
-        pos += 8 + len(chunk)
-        ends.append(pos)
-    return ends
 
 
 # --- the container ------------------------------------------------------------------------
@@ -50,7 +41,7 @@ def test_version_3_round_trip_and_layout():
     data = pack_container(HEADER, CHUNKS)
     assert data[4] == 3 and unpack_container(data) == (HEADER, CHUNKS)
     # Every CRC32 is the CRC of all the bytes before it: the header's, then one per chunk.
-    ends = _chunk_ends(data)
+    ends = chunk_ends(data)
     header_end = ends[0] - 8 - len(CHUNKS[0])
     for end in [header_end, *ends]:
         assert struct.unpack("<I", data[end - 4:end])[0] == zlib.crc32(data[:end - 4])
@@ -68,7 +59,7 @@ def test_one_chunk_and_version_2_still_written():
 
 def test_truncation_keeps_the_complete_chunks():
     data = pack_container(HEADER, CHUNKS)
-    ends = _chunk_ends(data)
+    ends = chunk_ends(data)
     header_end = ends[0] - 8 - len(CHUNKS[0])
     for cut in range(header_end, len(data)):
         with pytest.raises(ContainerError, match="truncated"):
@@ -93,7 +84,7 @@ def test_every_single_byte_change_is_refused():
 
 def test_corrupted_chunk_and_header_messages():
     data = bytearray(pack_container(HEADER, CHUNKS))
-    ends = _chunk_ends(bytes(data))
+    ends = chunk_ends(bytes(data))
     bad = data.copy()
     bad[ends[2] - 6] ^= 0xFF  # a byte of chunk 3's stream
     with pytest.raises(ContainerError, match=r"^corrupted \.vqc file \(CRC mismatch in chunk 3 of 3\)$"):
@@ -132,7 +123,7 @@ def test_first_r_stages_decode_to_the_image_of_those_indices(model_fixture, requ
         want = indices_to_image(net, full[:r], 3, *image.shape[:2], cpu)
         assert np.array_equal(decompress_image(data, model=loaded, device="cpu", stages=r), want)
         # The same from the first r chunks alone, and from one stream (a version-2 file).
-        cut = data[:_chunk_ends(data)[r - 1]]
+        cut = data[:chunk_ends(data)[r - 1]]
         assert np.array_equal(decompress_image(cut, model=loaded, device="cpu", stages=r), want)
         assert torch.equal(file_codec(net).decompress(chunks[:r], r, *header.latent_shape),
                            full[:r])
@@ -150,7 +141,7 @@ def test_stages_out_of_range_and_cut_files_are_refused(tiny_grouped_model, rng):
     for bad in (0, -1, total + 1):
         with pytest.raises(InputError, match=f"must be 1 to {total} for this file"):
             decompress_image(data, model=tiny_grouped_model, device="cpu", stages=bad)
-    ends = _chunk_ends(data)
+    ends = chunk_ends(data)
     cut = data[:ends[0] + 3]  # one whole chunk and the start of the next
     with pytest.raises(ContainerError, match=f"holds only the first 1 of its {total} stages"):
         decompress_image(cut, model=tiny_grouped_model, device="cpu")
@@ -219,7 +210,7 @@ def test_cli_stages_on_whole_cut_and_corrupted_files(tiny_grouped_model_path, tm
     preview = np.asarray(Image.open(out))
 
     cut = tmp_path / "cut.vqc"
-    cut.write_bytes(data[:_chunk_ends(data)[0]])
+    cut.write_bytes(data[:chunk_ends(data)[0]])
     out2 = tmp_path / "cut.png"
     result = _run("decompress", cut, out2, "--stages", 1, "--model", tiny_grouped_model_path)
     assert result.exit_code == 0, result.output
@@ -236,7 +227,7 @@ def test_cli_stages_on_whole_cut_and_corrupted_files(tiny_grouped_model_path, tm
         assert not target.exists()
 
     bad = bytearray(data)
-    bad[_chunk_ends(data)[1] - 6] ^= 0xFF  # inside chunk 2
+    bad[chunk_ends(data)[1] - 6] ^= 0xFF  # inside chunk 2
     corrupted = tmp_path / "bad.vqc"
     corrupted.write_bytes(bytes(bad))
     target = tmp_path / "bad.png"
@@ -248,6 +239,6 @@ def test_cli_stages_on_whole_cut_and_corrupted_files(tiny_grouped_model_path, tm
 def test_public_decompress_takes_stages(tiny_grouped_model, rng):
     import vqcodec
     data = compress_image(_image(rng), model=tiny_grouped_model, quality=4, device="cpu").data
-    cut = data[:_chunk_ends(data)[0]]
+    cut = data[:chunk_ends(data)[0]]
     assert np.array_equal(vqcodec.decompress(cut, model=tiny_grouped_model, device="cpu", stages=1),
                           decompress_image(data, model=tiny_grouped_model, device="cpu", stages=1))

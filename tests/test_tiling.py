@@ -21,24 +21,16 @@ from vqcodec.pipelines.file import encode_indices
 from vqcodec.pipelines.image import (compress_image, decompress_image, image_to_indices,
                                      indices_to_image)
 
+from conftest import chunk_ends, smooth_image
+
 CPU = torch.device("cpu")
 TILE = 2  # latent positions: a 96x80 image (6x5 positions) has 3x3 tiles
 
 
 def _image(rng, h=96, w=80):
-    yy, xx = np.mgrid[0:h, 0:w]
-    smooth = 128 + 90 * np.sin(xx / 7)[..., None] * np.cos(yy / 5)[..., None]
-    return (smooth + rng.normal(0, 8, (h, w, 3))).clip(0, 255).astype(np.uint8)
+    return smooth_image(rng, h, w)
 
 
-def _chunk_ends(data: bytes) -> list[int]:
-    _, chunks = unpack_container(data)
-    pos = len(data) - sum(len(c) + 8 for c in chunks)
-    ends = []
-    for chunk in chunks:
-        pos += 8 + len(chunk)
-        ends.append(pos)
-    return ends
 
 
 def _run(*args):
@@ -136,7 +128,7 @@ def test_stages_and_truncation_of_tiled_files(tiny_integer_grouped_model, rng):
     data = compress_image(image, model=loaded, quality=4, device="cpu", tile=TILE).data
     stages, lam = loaded.rate_for_quality(4)
     indices = image_to_indices(loaded.model, image, stages, lam, CPU)
-    ends = _chunk_ends(data)
+    ends = chunk_ends(data)
     for r in range(1, stages + 1):
         want = indices_to_image(loaded.model, indices[:r], 3, *image.shape[:2], CPU)
         assert np.array_equal(decompress_image(data[:ends[r - 1]], model=loaded, device="cpu",
@@ -162,7 +154,7 @@ def test_cli_on_tiled_files(tiny_integer_grouped_model, tiny_integer_grouped_mod
     assert np.array_equal(np.asarray(Image.open(out)),
                           decompress_image(data, model=loaded, device="cpu"))
     cut = tmp_path / "cut.vqc"
-    cut.write_bytes(data[:_chunk_ends(data)[0]])
+    cut.write_bytes(data[:chunk_ends(data)[0]])
     preview = tmp_path / "preview.png"
     result = _run("decompress", cut, preview, "--stages", 1, "--model",
                   tiny_integer_grouped_model_path)
@@ -174,7 +166,7 @@ def test_cli_on_tiled_files(tiny_integer_grouped_model, tiny_integer_grouped_mod
                     "holds only the first 1")
     assert not target.exists()
     bad = bytearray(data)
-    bad[_chunk_ends(data)[1] - 6] ^= 0xFF
+    bad[chunk_ends(data)[1] - 6] ^= 0xFF
     vqc.write_bytes(bytes(bad))
     _one_line_error(_run("decompress", vqc, target, "--model", tiny_integer_grouped_model_path),
                     "CRC mismatch in chunk 2")

@@ -4,26 +4,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, make_image_folder
 from vqcodec.cli.main import cli
 from vqcodec.train.image import train_autoencoder, train_prior
 
 
-def make_folder(path, rng, n=3, size=(80, 96)):
-    path.mkdir()
-    for i in range(n):
-        yy, xx = np.mgrid[0:size[0], 0:size[1]]
-        img = (128 + 90 * np.sin(xx / (5 + i))[..., None] * np.cos(yy / 7)[..., None]
-               + rng.normal(0, 10, (*size, 3))).clip(0, 255).astype(np.uint8)
-        Image.fromarray(img).save(path / f"{i}.png")
-    return str(path)
 
 
 def test_train_resume_export_and_use(tmp_path, rng):
     import torch
-    data = make_folder(tmp_path / "imgs", rng)
+    data = make_image_folder(tmp_path / "imgs", rng)
     run = str(tmp_path / "run")
     kw = dict(run=run, train=[data], val=[data], config=TINY_CONFIG, minutes=5, batch=2,
               crop=32, val_crop=64, eval_every_s=1e9, log_every=1)
@@ -55,7 +46,7 @@ def test_training_continues_from_a_model_file(tmp_path, rng, tiny_model_path):
     import torch
 
     from vqcodec.zoo.registry import load_model
-    data = make_folder(tmp_path / "imgs", rng, n=2)
+    data = make_image_folder(tmp_path / "imgs", rng, n=2)
     run = str(tmp_path / "run")
     train_autoencoder(run=run, train=[data], val=[data], config=TINY_CONFIG, minutes=5, batch=2,
                       crop=32, val_crop=64, eval_every_s=1e9, max_steps=1,
@@ -80,7 +71,7 @@ def test_linear_path_starts_at_the_patch_pca(tmp_path, rng):
 
     ae = dataclasses.replace(TINY_CONFIG.autoencoder, linear_path=True, latent_dim=24)
     model = VQImageModel(dataclasses.replace(TINY_CONFIG, autoencoder=ae))
-    images = load_training_images([make_folder(tmp_path / "imgs", rng)])
+    images = load_training_images([make_image_folder(tmp_path / "imgs", rng)])
     crops = CropSampler(images, 32, seed=0).batch(16)
     explained = init_linear_path_from_pca(model.encoder, model.decoder, crops)
     assert 0.5 < explained < 1.0
@@ -150,7 +141,7 @@ def test_grouped_model_codebooks_filter_prior_export_and_use(tmp_path, rng):
     from conftest import TINY_GROUPED_CONFIG
     from vqcodec.zoo.registry import load_model
     from vqcodec.train.image import train_decoder_filter, train_grouped_codebooks
-    data = make_folder(tmp_path / "imgs", rng)
+    data = make_image_folder(tmp_path / "imgs", rng)
     run = str(tmp_path / "run")
     train_grouped_codebooks(run=run, train=[data], config=TINY_GROUPED_CONFIG, rd_lambda=0.01,
                             crop=32, pca_crops=8, codebook_crops=20, iters=2)
