@@ -212,3 +212,23 @@ def chunk_ends(data: bytes) -> list[int]:
         pos += 8 + len(chunk)
         ends.append(pos)
     return ends
+
+
+def make_clip_folder(path) -> str:
+    """A new folder of three 2-second 8 kHz WAV tones with noise (0.wav ...); returns its path."""
+    import soundfile
+    path.mkdir()
+    g = np.random.default_rng(0)
+    for i in range(3):
+        t = np.arange(16000) / 8000
+        soundfile.write(path / f"{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 90 * i) * t)
+                        + 0.02 * g.standard_normal(t.size), 8000)
+    return str(path)
+
+
+def assert_one_line_error(result, pattern: str) -> None:
+    """A click result that failed with exit 1 and exactly one 'error: ...' line holding pattern."""
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], lines
+    assert "Traceback" not in result.output

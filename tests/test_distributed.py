@@ -24,7 +24,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import TINY_GROUPED_CONFIG, make_image_folder
+from conftest import TINY_GROUPED_CONFIG, make_clip_folder, make_image_folder
 from vqcodec.cli.main import cli
 from vqcodec.distributed import World
 from vqcodec.errors import TrainingError, VqcodecError
@@ -54,15 +54,6 @@ def torchrun(args: list[str], *, cwd: Path, nproc: int = 2) -> subprocess.Comple
 
 
 
-def make_clips(folder: Path) -> str:
-    import soundfile
-    folder.mkdir()
-    g = np.random.default_rng(0)
-    for i in range(3):
-        t = np.arange(16000) / 8000
-        soundfile.write(folder / f"{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 90 * i) * t)
-                        + 0.02 * g.standard_normal(t.size), 8000)
-    return str(folder)
 
 
 def logged_numbers(path: Path) -> list[tuple[str, list[str]]]:
@@ -89,7 +80,7 @@ def training_runs(tmp_path_factory):
     from vqcodec.train.image import train_grouped_codebooks
     root = tmp_path_factory.mktemp("dist")
     images = make_image_folder(root / "imgs", np.random.default_rng(0), 3)
-    audio = make_clips(root / "clips")
+    audio = make_clip_folder(root / "clips")
     sys.path.insert(0, str(TESTS))
     import distributed_worker
     threads = torch.get_num_threads()

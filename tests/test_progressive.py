@@ -24,7 +24,7 @@ from vqcodec.pipelines.image import compress_image, decompress_image, indices_to
 HEADER = ContainerHeader(media_type=MediaType.IMAGE, model_id="m", weights_hash=bytes(8),
                          num_stages=3, shape=(3, 32, 48), sample_rate=0, latent_shape=(2, 3),
                          index_check=7, num_chunks=3)
-from conftest import chunk_ends, smooth_image
+from conftest import assert_one_line_error, chunk_ends, smooth_image
 
 CHUNKS = (b"abcd", b"", b"0123456789ab")
 
@@ -187,11 +187,6 @@ def _run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def _one_line_error(result, pattern):
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], lines
-    assert "Traceback" not in result.output
 
 
 def test_cli_stages_on_whole_cut_and_corrupted_files(tiny_grouped_model_path, tmp_path, rng):
@@ -222,7 +217,7 @@ def test_cli_stages_on_whole_cut_and_corrupted_files(tiny_grouped_model_path, tm
                           (("--stages", total + 1), f"must be 1 to {total}")]:
         target = tmp_path / "refused.png"
         src = vqc if args and args[1] in (0, total + 1) else cut
-        _one_line_error(_run("decompress", src, target, *args, "--model",
+        assert_one_line_error(_run("decompress", src, target, *args, "--model",
                              tiny_grouped_model_path), message)
         assert not target.exists()
 
@@ -231,7 +226,7 @@ def test_cli_stages_on_whole_cut_and_corrupted_files(tiny_grouped_model_path, tm
     corrupted = tmp_path / "bad.vqc"
     corrupted.write_bytes(bytes(bad))
     target = tmp_path / "bad.png"
-    _one_line_error(_run("decompress", corrupted, target, "--stages", 1, "--model",
+    assert_one_line_error(_run("decompress", corrupted, target, "--stages", 1, "--model",
                          tiny_grouped_model_path), "CRC mismatch in chunk 2")
     assert not target.exists()
 

@@ -21,7 +21,7 @@ from vqcodec.pipelines.file import encode_indices
 from vqcodec.pipelines.image import (compress_image, decompress_image, image_to_indices,
                                      indices_to_image)
 
-from conftest import chunk_ends, smooth_image
+from conftest import assert_one_line_error, chunk_ends, smooth_image
 
 CPU = torch.device("cpu")
 TILE = 2  # latent positions: a 96x80 image (6x5 positions) has 3x3 tiles
@@ -37,11 +37,6 @@ def _run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def _one_line_error(result, pattern):
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], lines
-    assert "Traceback" not in result.output
 
 
 def test_tile_windows_cover_the_grid_once_in_raster_order():
@@ -162,13 +157,13 @@ def test_cli_on_tiled_files(tiny_integer_grouped_model, tiny_integer_grouped_mod
     assert np.array_equal(np.asarray(Image.open(preview)),
                           decompress_image(data, model=loaded, device="cpu", stages=1))
     target = tmp_path / "refused.png"
-    _one_line_error(_run("decompress", cut, target, "--model", tiny_integer_grouped_model_path),
+    assert_one_line_error(_run("decompress", cut, target, "--model", tiny_integer_grouped_model_path),
                     "holds only the first 1")
     assert not target.exists()
     bad = bytearray(data)
     bad[chunk_ends(data)[1] - 6] ^= 0xFF
     vqc.write_bytes(bytes(bad))
-    _one_line_error(_run("decompress", vqc, target, "--model", tiny_integer_grouped_model_path),
+    assert_one_line_error(_run("decompress", vqc, target, "--model", tiny_integer_grouped_model_path),
                     "CRC mismatch in chunk 2")
     assert not target.exists()
 

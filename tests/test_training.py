@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY_CONFIG, make_image_folder
+from conftest import TINY_CONFIG, make_clip_folder, make_image_folder
 from vqcodec.cli.main import cli
 from vqcodec.train.image import train_autoencoder, train_prior
 
@@ -97,19 +97,14 @@ def test_linear_path_starts_at_the_patch_pca(tmp_path, rng):
 def test_audio_training_resumes_and_exports(tmp_path):
     """Audio autoencoder + prior train a few steps on generated clips, resume, export, and the
     exported model compresses through the CLI."""
-    import soundfile
+    from pathlib import Path
+
     import torch
 
     from conftest import TINY_AUDIO_CONFIG
     from vqcodec.train.audio import train_audio_autoencoder, train_audio_prior
 
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    g = np.random.default_rng(0)
-    for i in range(3):
-        t = np.arange(16000) / 8000
-        soundfile.write(folder / f"{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 90 * i) * t)
-                        + 0.02 * g.standard_normal(t.size), 8000)
+    folder = Path(make_clip_folder(tmp_path / "clips"))
     files = sorted(folder.glob("*.wav"))
     run = tmp_path / "arun"
     kw = dict(run=str(run), train=files, val=files, config=TINY_AUDIO_CONFIG, minutes=5,
