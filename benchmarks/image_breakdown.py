@@ -41,6 +41,19 @@ def edge_mask(h: int, w: int, stride: int) -> torch.Tensor:
     return near_i[:, None] | near_j[None, :]
 
 
+def add_distortion(acc: dict, net, latent: torch.Tensor, x: torch.Tensor,
+                   edges: torch.Tensor, weight: float) -> None:
+    """Add weight x the MSEs of `latent` decoded (with and without the post-filter, on block
+    edge pixels and the interior) to acc's mse, mse_nofilter, edge and interior."""
+    full = net.decoder(latent).clamp(0, 1)
+    nof = ((net.decoder.linear(latent) + 1) / 2).clamp(0, 1)
+    err = (full - x).pow(2).mean(1)[0]
+    acc["mse"] += err.mean().item() * weight
+    acc["mse_nofilter"] += (nof - x).pow(2).mean().item() * weight
+    acc["edge"] += err[edges].mean().item() * weight
+    acc["interior"] += err[~edges].mean().item() * weight
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder")
@@ -65,24 +78,13 @@ def main() -> None:
                "mse": 0.0, "mse_nofilter": 0.0, "edge": 0.0, "interior": 0.0}
            for k in args.qualities}
     transform = {"mse": 0.0, "mse_nofilter": 0.0, "edge": 0.0, "interior": 0.0}
-    pixels = 0
     for f in files:
         x = image_to_tensor(load_image(f), stride, torch.device("cpu"))
         h, w = x.shape[-2:]
         n_pix = h * w
-        pixels += n_pix
         em = edge_mask(h, w, stride)
         with torch.no_grad():
-            z = net.encoder(x)
-            lin = net.decoder.linear
-            for key, latent in (("t", z),):
-                full = net.decoder(latent).clamp(0, 1)
-                nof = ((lin(latent) + 1) / 2).clamp(0, 1)
-                err = (full - x).pow(2).mean(1)[0]
-                transform["mse"] += err.mean().item() / len(files)
-                transform["mse_nofilter"] += (nof - x).pow(2).mean().item() / len(files)
-                transform["edge"] += err[em].mean().item() / len(files)
-                transform["interior"] += err[~em].mean().item() / len(files)
+            add_distortion(transform, net, net.encoder(x), x, em, 1 / len(files))
             for quality in args.qualities:
                 stages, rd_lambda = loaded.rate_for_quality(quality)
                 idx = net.encode(x, stages, rd_lambda)
@@ -93,14 +95,7 @@ def main() -> None:
                 st = bits.gather(2, idx[0].flatten(2)).sum(-1).numpy()
                 t["static"] += st / n_pix
                 t["zero_frac"] += (idx[0] == 0).float().mean((-1, -2)).numpy() / len(files)
-                zq = q.decode(idx)
-                full = net.decoder(zq).clamp(0, 1)
-                nof = ((lin(zq) + 1) / 2).clamp(0, 1)
-                err = (full - x).pow(2).mean(1)[0]
-                t["mse"] += err.mean().item() / len(files)
-                t["mse_nofilter"] += (nof - x).pow(2).mean().item() / len(files)
-                t["edge"] += err[em].mean().item() / len(files)
-                t["interior"] += err[~em].mean().item() / len(files)
+                add_distortion(t, net, q.decode(idx), x, em, 1 / len(files))
         print(f"{f.name} done", file=sys.stderr, flush=True)
 
     n = len(files)
