@@ -182,3 +182,29 @@ def test_cuda_tables_equal_cpu(model):
     assert all(torch.equal(a, b) for a, b in zip(cpu.tables(idx[0]), gpu.tables(idx[0])))
     assert torch.equal(cpu.forward(idx), gpu.forward(idx.cuda()).cpu())
     assert gpu.compress(idx[0]).payload == cpu.compress(idx[0]).payload
+
+
+@pytest.mark.parametrize("size", [(3, 5), (15, 15), (16, 17), (21, 34)])
+def test_pass_features_equal_full_features(model, size):
+    """The walk's shortcuts (coarse part of the stem computed once, constant first pass on a
+    small grid, last conv and head at the pass positions only) give the same integers as the
+    whole-grid features, with and without coarse and visible inputs."""
+    from vqcodec.coding.context import pass_masks
+    prior = file_codec(model.model).prior
+    h, w = size
+    g = torch.Generator().manual_seed(h * w)
+    big = 2 ** prior.in_exp
+    for with_coarse in (False, True):
+        coarse = (torch.randint(-big, big, (1, prior.dim, h, w), generator=g).double()
+                  if with_coarse else torch.zeros(1, prior.dim, h, w, dtype=torch.float64))
+        for mask in pass_masks(prior.schedule, h, w):
+            for seen in (False, True):
+                visible = ((~mask).double() if seen else torch.zeros(h, w).double())[None, None]
+                current = torch.randint(-big, big, (1, prior.dim, h, w), generator=g).double()
+                current = current * visible
+                for stage in range(prior.num_stages):
+                    st = torch.tensor([stage])
+                    full = prior.features(coarse, current, visible, st)[0][mask]
+                    fast = prior.pass_features(prior.coarse_accumulator(coarse), current,
+                                               visible, st, mask)
+                    assert torch.equal(fast, full)

@@ -391,9 +391,12 @@ class IntegerStageCodec(StageByStageCodec):
 
     def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
               tile: int | None = None, assemble: bool = True) -> torch.Tensor | None:
-        with exact_mode():
-            found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble)
-            return None if found is None else self._from_walk_layout(found)
+        try:
+            with exact_mode():
+                found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble)
+                return None if found is None else self._from_walk_layout(found)
+        finally:
+            self._coarse_cache = self._buffers = None  # a grid's worth: not kept past the walk
 
     def _codewords(self, stage: int, found: torch.Tensor) -> torch.Tensor:
         return self.prior.current_codewords(stage, found)
@@ -402,12 +405,39 @@ class IntegerStageCodec(StageByStageCodec):
                      indices: torch.Tensor) -> torch.Tensor:
         return coarse + self.prior.coarse_codewords(stage, indices).permute(2, 0, 1)[None]
 
+    # Positions scored at once: bounds the temporaries (logits, counts) of a pass to a few
+    # MiB, which the allocator reuses, instead of fresh pages for every pass of a large tile.
+    SCORE_CHUNK = 256
+
     def _pass_tables(self, coarse: torch.Tensor, codes: torch.Tensor, visible: torch.Tensor,
                      stage: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        features = self.prior.features(coarse, codes, visible, stage)[0][mask]  # [n, C]
-        logits = self.prior.logits_from_features(features[None], stage)[0]  # [n, G, K]
-        counts = self.prior.counts(logits.reshape(-1, logits.shape[-1]))
-        return counts, ExpTable.probabilities(counts).cpu().numpy()
+        # A stage's passes share its coarse input, so its part of the stem is computed once.
+        cached = self._coarse_cache
+        if cached is None or cached[0] is not coarse or cached[1] != coarse._version:
+            self._coarse_cache = cached = (coarse, coarse._version,
+                                           self.prior.coarse_accumulator(coarse))
+        features = self.prior.pass_features(cached[2], codes, visible, stage, mask)  # [n, C]
+        g, k = max(self.prior.num_groups, 1), self.prior.num_codes
+        counts, table = self._table_buffers(len(features) * g, k)
+        for start in range(0, len(features), self.SCORE_CHUNK):
+            part = features[start:start + self.SCORE_CHUNK]
+            logits = self.prior.logits_from_features(part[None], stage)[0]  # [n', G, K]
+            rows = slice(start * g, (start + len(part)) * g)
+            counts[rows] = self.prior.counts(logits.reshape(-1, k)).cpu()
+            table[rows] = ExpTable.probabilities(counts[rows]).numpy()
+        return counts, table
+
+    _coarse_cache: tuple | None = None
+    _buffers: tuple | None = None
+
+    def _table_buffers(self, rows: int, k: int) -> tuple[torch.Tensor, np.ndarray]:
+        """(counts, table) arrays of `rows` rows, reused across the passes of a walk: a large
+        tile's tables are tens of MiB, and fresh ones would be new pages every pass. A pass
+        coder uses them before the next pass (`tables` keeps copies)."""
+        if self._buffers is None or len(self._buffers[0]) < rows:
+            counts = torch.empty(rows, k, dtype=torch.float64)
+            self._buffers = (counts, counts.numpy().copy())
+        return self._buffers[0][:rows], self._buffers[1][:rows]
 
     def _nll_bits(self, counts: torch.Tensor, symbols: np.ndarray) -> float:
         c = counts.cpu().numpy()
@@ -420,7 +450,7 @@ class IntegerStageCodec(StageByStageCodec):
         out = []
 
         def code_pass(s, window, mask, counts, table):
-            out.append(counts.cpu())
+            out.append(counts.clone())  # the walk reuses its buffers
             return want[s][window][mask.cpu()].reshape(-1).numpy()
 
         self._walk(*want.shape[:3], code_pass)

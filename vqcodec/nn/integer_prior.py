@@ -111,6 +111,98 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
                 h = fp.clamp_activation(h + conv2(fp.leaky_relu(conv1(fp.leaky_relu(h)))))
             return self.head(fp.leaky_relu(h)).permute(0, 2, 3, 1)
 
+    @property
+    def receptive_radius(self) -> int:
+        """How many positions away a feature can see: the stem's and every block conv's 3x3
+        reach one position each; the head is 1x1."""
+        return 1 + 2 * self.depth
+
+    def coarse_accumulator(self, coarse: torch.Tensor) -> torch.Tensor | None:
+        """The stem's accumulator over the coarse channels alone ([B, width, H, W], no bias),
+        or None when `coarse` is all zero. A stage's passes share it (the stem is linear, and
+        integer partial sums add exactly), so the walk computes it once per stage."""
+        if not bool(coarse.any()):
+            return None
+        with fp.exact_mode():
+            return F.conv2d(coarse.to(DTYPE), self.stem.weight[:, :self.dim], padding=1)
+
+    def pass_features(self, coarse_acc: torch.Tensor | None, current: torch.Tensor,
+                      visible: torch.Tensor, stages: torch.Tensor, mask: torch.Tensor
+                      ) -> torch.Tensor:
+        """Integer features [n, G * code_dim] at the `mask` positions of one image: the same
+        integers as `features(...)[0][mask]`, computed with less work.
+
+        - The stem's coarse part comes in precomputed (`coarse_accumulator`); the current and
+          visible channels are convolved only when some position is visible.
+        - With no input at all (the first pass of stage 0) every feature depends only on its
+          distance to the grid's borders, up to `receptive_radius`: they are computed on a
+          small grid and spread.
+        - The last conv and the head run at the `mask` positions only.
+
+        Args:
+            coarse_acc: `coarse_accumulator(coarse)` of this stage.
+            current, visible: [1, D, H, W], [1, 1, H, W] as for `features`.
+            stages: [1] int64.
+            mask: [H, W] bool, the pass's positions.
+        """
+        height, width = mask.shape
+        with fp.exact_mode():
+            seen = bool(visible.any())
+            if coarse_acc is None and not seen:
+                return self._constant_features(height, width, stages, mask)
+            acc = self.stem.bias.view(1, -1, 1, 1) + self.stage_embedding[stages][:, :, None, None]
+            if coarse_acc is not None:
+                acc = acc + coarse_acc
+            if seen:
+                x = torch.cat([current.to(DTYPE), visible.to(DTYPE) * fp.pow2(self.in_exp)], 1)
+                acc = acc + F.conv2d(x, self.stem.weight[:, self.dim:], padding=1)
+            return self._trunk_at(fp.requantize(acc, self.stem.shift), mask)
+
+    def _trunk_at(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The residual blocks and head from the stem's output h [1, width, H, W], the last
+        conv and the head evaluated only at `mask`: [n, G * code_dim]."""
+        for conv1, conv2 in self.blocks[:-1]:
+            h = fp.clamp_activation(h + conv2(fp.leaky_relu(conv1(fp.leaky_relu(h)))))
+        conv1, conv2 = self.blocks[-1]
+        a = fp.leaky_relu(conv1(fp.leaky_relu(h)))
+        ii, jj = mask.nonzero(as_tuple=True)
+        padded = F.pad(a[0], (1, 1, 1, 1))
+        # The 3x3 conv at the mask positions only, one kernel tap at a time (small
+        # temporaries; integer partial sums add exactly in any order).
+        acc2 = conv2.bias[:, None].expand(-1, len(ii)).clone()
+        for dy in range(3):
+            for dx in range(3):
+                acc2.addmm_(conv2.weight[:, :, dy, dx], padded[:, ii + dy, jj + dx])
+        h_at = fp.clamp_activation(h[0][:, ii, jj] + fp.requantize(acc2, conv2.shift, dim=0))
+        head = self.head
+        acc = torch.addmm(head.bias[:, None], head.weight.reshape(len(head.weight), -1),
+                          fp.leaky_relu(h_at))
+        return fp.requantize(acc, head.shift, dim=0).t()
+
+    def _constant_features(self, height: int, width: int, stages: torch.Tensor,
+                           mask: torch.Tensor) -> torch.Tensor:
+        """`pass_features` of an all-zero input, from a grid of at most 2r + 1 rows and
+        columns (r = `receptive_radius`): a position r or more away from every border sees
+        what the small grid's centre sees, one k < r away from a border what the small
+        grid's position k away from it sees."""
+        r = self.receptive_radius
+
+        def spread(n: int) -> tuple[int, torch.Tensor]:
+            if n <= 2 * r + 1:
+                return n, torch.arange(n)
+            i = torch.arange(n)
+            return 2 * r + 1, torch.where(i < r, i, torch.where(i >= n - r, i - (n - 2 * r - 1), r))
+
+        small_h, rows = spread(height)
+        small_w, cols = spread(width)
+        device = self.stem.weight.device
+        zeros = torch.zeros(1, 2 * self.dim + 1, small_h, small_w, dtype=DTYPE, device=device)
+        h = self.stem(zeros, self.stage_embedding[stages][:, :, None, None])
+        full = torch.ones(small_h, small_w, dtype=torch.bool, device=device)
+        small = self._trunk_at(h, full).reshape(small_h, small_w, -1)
+        ii, jj = mask.nonzero(as_tuple=True)
+        return small[rows.to(device)[ii], cols.to(device)[jj]]
+
     def logits_from_features(self, features: torch.Tensor, stages: torch.Tensor) -> torch.Tensor:
         """Integer logits [B, N, G, K] (G = 1 for a whole-vector prior) of features [B, N, C]
         (in units of 2^-logit_exp nats)."""
