@@ -36,8 +36,10 @@ from .file import Compression, decode_indices, encode_indices, open_file, stages
 IMAGE_TILE = 64
 # The most latent positions one band of the encoder (block transform and quantizer, whose
 # distance table is positions x groups x codes) or of the decoder (its conv activations at
-# 1/4 resolution) holds at once: what bounds their memory on large images.
-ENCODE_BAND_POSITIONS = 4096
+# 1/4 resolution) holds at once: what bounds their memory on large images. 1024 positions keep
+# the quantizer's float32 distance tables (1024 x 16 x 256, 16 MiB) below the size glibc
+# serves from reused memory: about twice as fast as 4096 (fresh pages every band), same indices.
+ENCODE_BAND_POSITIONS = 1024
 DECODE_BAND_POSITIONS = 16384
 
 
