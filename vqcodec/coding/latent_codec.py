@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Callable
 
 import math
+import threading
 
 import numpy as np
 import torch
@@ -179,8 +180,9 @@ class StageByStageCodec:
             stage = torch.tensor([s], device=device)
             codes = torch.zeros_like(coarse)
             visible = torch.zeros(1, 1, height, width, device=device, dtype=self.input_dtype)
+            prepared = self._stage_input(coarse)  # shared by the stage's passes
             for mask in masks:
-                scores, table = self._pass_tables(coarse, codes, visible, stage, mask)
+                scores, table = self._pass_tables(prepared, codes, visible, stage, mask)
                 found = torch.from_numpy(code_pass(s, window, mask, scores, table))
                 found = found.to(device).view(-1, per_position)
                 indices[s][mask] = found
@@ -196,10 +198,16 @@ class StageByStageCodec:
     def _device(self) -> torch.device:
         return next(self.prior.parameters()).device
 
+    def _stage_input(self, coarse: torch.Tensor):
+        """What `_pass_tables` takes of a stage's coarse input, computed once per stage: the
+        coarse input itself here."""
+        return coarse
+
     def _pass_tables(self, coarse: torch.Tensor, codes: torch.Tensor, visible: torch.Tensor,
                      stage: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         """(scores, probability table [n, K]) of one pass's symbols (one row per symbol);
-        `_nll_bits(scores, symbols)` is their ideal code length."""
+        `_nll_bits(scores, symbols)` is their ideal code length. `coarse`: what
+        `_stage_input` made of the stage's coarse input."""
         logits = self.prior.logits(coarse, codes, visible, stage)[0][mask]
         logits = logits.reshape(-1, logits.shape[-1])  # one row per symbol
         return logits, probability_table(logits)
@@ -375,6 +383,7 @@ class IntegerStageCodec(StageByStageCodec):
 
     def __init__(self, *, prior: "IntegerStagePrior", quantizer) -> None:
         self.prior, self.quantizer = prior, quantizer
+        self._scratch = threading.local()  # per-thread table buffers (`_table_buffers`)
 
     @property
     def symbols_per_position(self) -> int:
@@ -396,7 +405,7 @@ class IntegerStageCodec(StageByStageCodec):
                 found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble)
                 return None if found is None else self._from_walk_layout(found)
         finally:
-            self._coarse_cache = self._buffers = None  # a grid's worth: not kept past the walk
+            self._scratch.buffers = None  # a grid's worth: not kept past the walk
 
     def _codewords(self, stage: int, found: torch.Tensor) -> torch.Tensor:
         return self.prior.current_codewords(stage, found)
@@ -409,14 +418,14 @@ class IntegerStageCodec(StageByStageCodec):
     # MiB, which the allocator reuses, instead of fresh pages for every pass of a large tile.
     SCORE_CHUNK = 256
 
-    def _pass_tables(self, coarse: torch.Tensor, codes: torch.Tensor, visible: torch.Tensor,
-                     stage: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        # A stage's passes share its coarse input, so its part of the stem is computed once.
-        cached = self._coarse_cache
-        if cached is None or cached[0] is not coarse or cached[1] != coarse._version:
-            self._coarse_cache = cached = (coarse, coarse._version,
-                                           self.prior.coarse_accumulator(coarse))
-        features = self.prior.pass_features(cached[2], codes, visible, stage, mask)  # [n, C]
+    def _stage_input(self, coarse: torch.Tensor) -> torch.Tensor | None:
+        # The stem's coarse part: the same for every pass of the stage.
+        return self.prior.coarse_accumulator(coarse)
+
+    def _pass_tables(self, coarse_acc: torch.Tensor | None, codes: torch.Tensor,
+                     visible: torch.Tensor, stage: torch.Tensor, mask: torch.Tensor
+                     ) -> tuple[torch.Tensor, np.ndarray]:
+        features = self.prior.pass_features(coarse_acc, codes, visible, stage, mask)  # [n, C]
         g, k = max(self.prior.num_groups, 1), self.prior.num_codes
         counts, table = self._table_buffers(len(features) * g, k)
         for start in range(0, len(features), self.SCORE_CHUNK):
@@ -427,17 +436,15 @@ class IntegerStageCodec(StageByStageCodec):
             table[rows] = ExpTable.probabilities(counts[rows]).numpy()
         return counts, table
 
-    _coarse_cache: tuple | None = None
-    _buffers: tuple | None = None
-
     def _table_buffers(self, rows: int, k: int) -> tuple[torch.Tensor, np.ndarray]:
         """(counts, table) arrays of `rows` rows, reused across the passes of a walk: a large
         tile's tables are tens of MiB, and fresh ones would be new pages every pass. A pass
         coder uses them before the next pass (`tables` keeps copies)."""
-        if self._buffers is None or len(self._buffers[0]) < rows:
+        buffers = getattr(self._scratch, "buffers", None)
+        if buffers is None or len(buffers[0]) < rows:
             counts = torch.empty(rows, k, dtype=torch.float64)
-            self._buffers = (counts, counts.numpy().copy())
-        return self._buffers[0][:rows], self._buffers[1][:rows]
+            self._scratch.buffers = buffers = (counts, counts.numpy().copy())
+        return buffers[0][:rows], buffers[1][:rows]
 
     def _nll_bits(self, counts: torch.Tensor, symbols: np.ndarray) -> float:
         c = counts.cpu().numpy()

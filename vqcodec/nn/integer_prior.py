@@ -108,7 +108,7 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
                            visible.to(DTYPE) * fp.pow2(self.in_exp)], 1)
             h = self.stem(x, self.stage_embedding[stages][:, :, None, None])
             for conv1, conv2 in self.blocks:
-                h = fp.clamp_activation(h + conv2(fp.leaky_relu(conv1(fp.leaky_relu(h)))))
+                h = _residual_block(h, conv1, conv2)
             return self.head(fp.leaky_relu(h)).permute(0, 2, 3, 1)
 
     @property
@@ -148,9 +148,9 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
         height, width = mask.shape
         with fp.exact_mode():
             seen = bool(visible.any())
-            if coarse_acc is None and not seen:
-                return self._constant_features(height, width, stages, mask)
             acc = self.stem.bias.view(1, -1, 1, 1) + self.stage_embedding[stages][:, :, None, None]
+            if coarse_acc is None and not seen:
+                return self._constant_features(fp.requantize(acc, self.stem.shift), mask)
             if coarse_acc is not None:
                 acc = acc + coarse_acc
             if seen:
@@ -162,7 +162,7 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
         """The residual blocks and head from the stem's output h [1, width, H, W], the last
         conv and the head evaluated only at `mask`: [n, G * code_dim]."""
         for conv1, conv2 in self.blocks[:-1]:
-            h = fp.clamp_activation(h + conv2(fp.leaky_relu(conv1(fp.leaky_relu(h)))))
+            h = _residual_block(h, conv1, conv2)
         conv1, conv2 = self.blocks[-1]
         a = fp.leaky_relu(conv1(fp.leaky_relu(h)))
         ii, jj = mask.nonzero(as_tuple=True)
@@ -179,13 +179,13 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
                           fp.leaky_relu(h_at))
         return fp.requantize(acc, head.shift, dim=0).t()
 
-    def _constant_features(self, height: int, width: int, stages: torch.Tensor,
-                           mask: torch.Tensor) -> torch.Tensor:
-        """`pass_features` of an all-zero input, from a grid of at most 2r + 1 rows and
-        columns (r = `receptive_radius`): a position r or more away from every border sees
-        what the small grid's centre sees, one k < r away from a border what the small
-        grid's position k away from it sees."""
+    def _constant_features(self, stem_out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`pass_features` of an all-zero input, whose stem output is the same [1, width, 1, 1]
+        everywhere, from a grid of at most 2r + 1 rows and columns (r = `receptive_radius`):
+        a position r or more away from every border sees what the small grid's centre sees,
+        one k < r away from a border what the small grid's position k away from it sees."""
         r = self.receptive_radius
+        height, width = mask.shape
 
         def spread(n: int) -> tuple[int, torch.Tensor]:
             if n <= 2 * r + 1:
@@ -195,9 +195,8 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
 
         small_h, rows = spread(height)
         small_w, cols = spread(width)
-        device = self.stem.weight.device
-        zeros = torch.zeros(1, 2 * self.dim + 1, small_h, small_w, dtype=DTYPE, device=device)
-        h = self.stem(zeros, self.stage_embedding[stages][:, :, None, None])
+        device = stem_out.device
+        h = stem_out.expand(-1, -1, small_h, small_w).contiguous()
         full = torch.ones(small_h, small_w, dtype=torch.bool, device=device)
         small = self._trunk_at(h, full).reshape(small_h, small_w, -1)
         ii, jj = mask.nonzero(as_tuple=True)
@@ -297,6 +296,11 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
         fp.check_accumulator(code_dim, fp.WEIGHT_MAX, float(out.code_bias.abs().max()),
                              what="code scoring")
         return out.eval()
+
+
+def _residual_block(h: torch.Tensor, conv1: IntegerConv2d, conv2: IntegerConv2d) -> torch.Tensor:
+    """One integer residual block on the residual stream h."""
+    return fp.clamp_activation(h + conv2(fp.leaky_relu(conv1(fp.leaky_relu(h)))))
 
 
 def _weight_exponents(weight: torch.Tensor) -> torch.Tensor:
