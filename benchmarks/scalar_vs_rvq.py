@@ -13,12 +13,12 @@ alone (no post-filter). A context prior would lower both rates.
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 import torch
 
 from vqcodec.eval.bd_rate import bd_rate
+from vqcodec.eval.metrics import psnr
 from vqcodec.train.data import CropSampler, image_split, load_training_images
 from vqcodec.zoo.registry import load_model
 
@@ -47,9 +47,7 @@ def main() -> None:
         z = net.encoder(x)  # [B, D, h, w]
 
         def decoded_psnr(zq: torch.Tensor) -> float:
-            y = net.decoder.linear(zq).add(1).div(2).clamp(0, 1)
-            mse = ((y * 255).round() - x * 255).pow(2).flatten(1).mean(1)
-            return float((10 * torch.log10(255 ** 2 / mse)).mean())
+            return float(psnr(x, net.decoder.linear(zq).add(1).div(2).clamp(0, 1)).mean())
 
         q = net.quantizer
         rvq = []

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from vqcodec.eval.metrics import psnr
 from vqcodec.train.data import (CropSampler, image_split, load_training_images,
                                 validation_crops)
 
@@ -88,11 +89,9 @@ class Pilot(nn.Module):
         return self.g_s(y), bits
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean per-crop PSNR of 8-bit-rounded y against x (both [0, 1])."""
-    y8 = (y.clamp(0, 1) * 255).round()
-    mse = ((x * 255 - y8) ** 2).flatten(1).mean(1)
-    return float((10 * torch.log10(255 ** 2 / mse)).mean())
+def mean_psnr(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean per-crop PSNR of y (clamped to [0, 1]) against x, both 8-bit rounded."""
+    return float(psnr(x, y.clamp(0, 1)).mean())
 
 
 def evaluate(model: Pilot, crops: torch.Tensor) -> tuple[float, float]:
@@ -100,7 +99,7 @@ def evaluate(model: Pilot, crops: torch.Tensor) -> tuple[float, float]:
     with torch.no_grad():
         out, bits = model(crops, noise=False)
     model.train()
-    return float(bits) / crops[:, 0].numel(), psnr(crops, out)
+    return float(bits) / crops[:, 0].numel(), mean_psnr(crops, out)
 
 
 def compare(crops: torch.Tensor) -> None:
@@ -116,7 +115,7 @@ def compare(crops: torch.Tensor) -> None:
             idx = net.encode(crops, n, lam)
             bits = -float(rate_codec(net).forward(idx).double().sum())
             out = net.decode(idx)
-        print(f"vqimage-v3i q{q}: {bits / pixels:.4f} bpp, {psnr(crops, out):.2f} dB", flush=True)
+        print(f"vqimage-v3i q{q}: {bits / pixels:.4f} bpp, {mean_psnr(crops, out):.2f} dB", flush=True)
     for q in (5, 20, 40, 60, 80):
         size, total = 0, 0.0
         for crop in crops:
@@ -125,7 +124,7 @@ def compare(crops: torch.Tensor) -> None:
             im.save(buf, format="WEBP", quality=q)
             size += len(buf.getvalue())
             dec = torch.from_numpy(np.array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
-            total += psnr(crop[None], dec.permute(2, 0, 1)[None].float() / 255)
+            total += mean_psnr(crop[None], dec.permute(2, 0, 1)[None].float() / 255)
         print(f"webp q{q}: {8 * size / pixels:.4f} bpp, {total / len(crops):.2f} dB", flush=True)
 
 
