@@ -182,10 +182,8 @@ def export(run, output, name, qualities, default_quality) -> None:
 @click.option("--name", required=True, help="Model id of the integerized model.")
 @click.option("--calibration", "calibration", default=None,
               help="Folder of calibration images (default: BSDS500 train).")
-@click.option("--float32", "float32", is_flag=True,
-              help="Image models: weights that run exactly in float32 (6-8 bits; faster).")
 @user_errors
-def integerize(model, output, name, calibration, float32) -> None:
+def integerize(model, output, name, calibration) -> None:
     """Add the exact integer prior (portable files) to MODEL and write it to OUTPUT."""
     import sys
     import time
@@ -197,10 +195,7 @@ def integerize(model, output, name, calibration, float32) -> None:
     t0 = time.process_time()
     loaded = load_model(model)
     images = training_crops(calibration) if calibration and loaded.kind == "image" else None
-    options = {"float32": True} if float32 else {}
-    if float32 and loaded.kind != "image":
-        raise click.UsageError("--float32 is for image models")
-    net = integerize_model(loaded, images=images, log=sys.stderr, **options)
+    net = integerize_model(loaded, images=images, log=sys.stderr)
     save_model(net, output, name=name, qualities=loaded.qualities,
                default_quality=loaded.default_quality,
                training={**loaded.training, "integerize_cpu_s": round(time.process_time() - t0, 1)})

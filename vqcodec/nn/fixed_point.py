@@ -14,14 +14,6 @@ it:
 - layers check at construction that fan_in * ACT_MAX * max|w| + max|bias| < 2^53
   (`check_accumulator`).
 
-float32 represents every integer up to 2^24 exactly, and a CPU runs float32 products about
-four times as fast as float64. A layer runs in float32 when its weights allow it
-(`float32_plan`): it cuts each input |x| < 2^n into two pieces of n/2 bits (x = hi * 2^(n/2) +
-lo), and when every output channel's sum |w| keeps 2^(n/2) * sum |w| < 2^24, every partial sum
-of a piece's products is below 2^24, so exact in any order; the two results are joined and the
-bias added in float64. Conversion makes the weights so with `quantize_weight(..., l1_max=)`:
-they then have 6-8 bits, which costs next to nothing, unlike fewer activation bits.
-
 Scales are powers of two only: a real value x is represented by the integer round(x * 2^e),
 e its exponent. Requantizing an accumulator to another exponent multiplies by an exactly built
 power of two (`pow2`, from `math.ldexp`; never `pow` of floats), then floors and clamps
@@ -35,9 +27,8 @@ On CUDA, run the layers inside `exact_mode()` (cuDNN off, so no FFT/Winograd alg
 never uses TF32).
 
 Public API (shared by the image prior, `integer_prior.py`, and the audio prior):
-    ACT_BITS, ACT_MAX, WEIGHT_BITS, WEIGHT_MAX, EXACT_LIMIT, FLOAT32_EXACT_LIMIT
+    ACT_BITS, ACT_MAX, WEIGHT_BITS, WEIGHT_MAX, EXACT_LIMIT
     pow2, pow2_tensor, exact_mode, check_accumulator, check_exact
-    float32_plan, float32_l1_max, split_float32, join_float32
     quantize_weight, quantize_to_exponent, activation_exponent
     clamp_activation, requantize, leaky_relu, floor_div, isqrt
     IntegerConv2d, IntegerLinear, ExpTable
@@ -58,7 +49,6 @@ ACT_MAX = 2 ** ACT_BITS - 1       # |activation| <= ACT_MAX
 WEIGHT_BITS = 15
 WEIGHT_MAX = 2 ** (WEIGHT_BITS - 1)  # |weight| <= WEIGHT_MAX
 EXACT_LIMIT = 2 ** 53              # every integer below this is exact in float64
-FLOAT32_EXACT_LIMIT = 2 ** 24      # ... and below this in float32
 
 DTYPE = torch.float64
 
@@ -100,14 +90,8 @@ def shift_factors(shifts: Sequence[int] | torch.Tensor | np.ndarray,
 def exact_mode():
     """No-grad, cuDNN off (no FFT/Winograd convolution algorithms, no TF32): the context to
     run integer layers in. On the CPU float64 convolutions never use oneDNN/Winograd."""
-    # float32 products stay exact only without TF32 (CUDA matmuls; cuDNN is off anyway).
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        with torch.no_grad(), torch.backends.cudnn.flags(enabled=False):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=False):
+        yield
 
 
 def check_exact(bound: float, what: str = "accumulator") -> None:
@@ -132,29 +116,20 @@ def quantize_to_exponent(x: torch.Tensor, exponent: int | torch.Tensor) -> torch
     return torch.round(x * scale)
 
 
-def quantize_weight(w: torch.Tensor, *, per_channel: bool = False, bits: int = WEIGHT_BITS,
-                    l1_max: float | None = None) -> tuple[torch.Tensor, int | torch.Tensor]:
+def quantize_weight(w: torch.Tensor, *, per_channel: bool = False,
+                    bits: int = WEIGHT_BITS) -> tuple[torch.Tensor, int | torch.Tensor]:
     """Weights -> (integers W with |W| <= 2^(bits-1), exponent e) so that w ~ W * 2^-e.
 
     The exponent is the largest that keeps |W| within range: one for the whole tensor, or with
-    `per_channel` one per slice of dim 0 (output channel), returned as an int64 tensor. With
-    `l1_max` (per channel only) also sum |W| <= l1_max in every slice (float32-exact layers).
+    `per_channel` one per slice of dim 0 (output channel), returned as an int64 tensor.
     """
     limit = 2 ** (bits - 1)
     w = w.detach().to(DTYPE)
     if per_channel:
-        rows = w.reshape(len(w), -1)
-        exps = []
-        for row in rows:
-            e = _largest_exponent(float(row.abs().max()), limit)
-            while l1_max is not None and float(quantize_to_exponent(row, e).abs().sum()) > l1_max:
-                e -= 1
-            exps.append(e)
-        exps = torch.tensor(exps, dtype=torch.int64)
+        m = w.reshape(len(w), -1).abs().amax(1).tolist()
+        exps = torch.tensor([_largest_exponent(v, limit) for v in m], dtype=torch.int64)
         q = quantize_to_exponent(w, exps.view(-1, *([1] * (w.dim() - 1))))
         return q.clamp(-limit, limit), exps
-    if l1_max is not None:
-        raise ValueError("l1_max needs per_channel")
     e = _largest_exponent(float(w.abs().max()) if w.numel() else 0.0, limit)
     return quantize_to_exponent(w, e).clamp(-limit, limit), e
 
@@ -266,66 +241,19 @@ class CompactState:
                 destination[key] = compact_integers(buf.detach())
 
 
-def float32_plan(input_max: int, l1: float) -> int | None:
-    """In how many pieces (1 or 2) inputs |x| <= input_max must be cut (`split_float32`) so
-    that products with weights of sum |w| <= l1 per output keep every partial sum below 2^24,
-    exact in float32; None when two are not enough (the layer runs in float64)."""
-    bits = int(input_max).bit_length()
-    for pieces in (1, 2):
-        if pow2(-(-bits // pieces)) * l1 < FLOAT32_EXACT_LIMIT:
-            return pieces
-    return None
-
-
-def float32_l1_max(input_max: int) -> float:
-    """The largest sum |w| per output that runs inputs |x| <= input_max in two float32 pieces."""
-    bits = int(input_max).bit_length()
-    return float((FLOAT32_EXACT_LIMIT - 1) // 2 ** (-(-bits // 2)))
-
-
-def split_float32(x: torch.Tensor, pieces: int, input_max: int) -> torch.Tensor:
-    """float64 integers |x| <= input_max as `pieces` float32 tensors stacked on a new first
-    dimension (high piece first), each piece below 2^ceil(n / pieces) in magnitude (n: bits
-    of input_max), exactly: x = hi * 2^b + lo with 0 <= lo < 2^b."""
-    if pieces == 1:
-        return x.float()[None]
-    b = -(-int(input_max).bit_length() // 2)
-    out = torch.empty((2, *x.shape), dtype=torch.float32, device=x.device)
-    hi = torch.floor(x * pow2(-b))
-    out[0].copy_(hi)
-    out[1].copy_(hi.mul_(-pow2(b)).add_(x))
-    return out
-
-
-def join_float32(y: torch.Tensor, pieces: int, input_max: int) -> torch.Tensor:
-    """The float64 sum of a linear map's results y [pieces, ...] of `split_float32` pieces."""
-    if pieces == 1:
-        return y[0].double()
-    b = -(-int(input_max).bit_length() // 2)
-    return y[0].double().mul_(pow2(b)).add_(y[1])
-
-
 class _IntegerLayer(CompactState, nn.Module):
     """Integer weights and bias (float64 buffers), a per-output-channel right shift (int64)
-    from the accumulator to the output activation, and a clamp to ACT_MAX.
+    from the accumulator to the output activation, and a clamp to ACT_MAX."""
 
-    `input_max` (constructor argument, None: unknown) is a bound of |input| that the caller
-    guarantees; with it the layer runs in float32 where its weights allow (`float32_plan`).
-    """
-
-    def _init(self, weight: torch.Tensor, bias: torch.Tensor, shift: torch.Tensor,
-              input_max: int | None = None) -> None:
-        self.input_max = input_max
+    def _init(self, weight: torch.Tensor, bias: torch.Tensor, shift: torch.Tensor) -> None:
         self.register_buffer("weight", weight.to(DTYPE))
         self.register_buffer("bias", bias.to(DTYPE))
         self.register_buffer("shift", shift.to(torch.int64))
-        self._plan = None  # (weight version, device, pieces, float32 weight), lazily
 
     @staticmethod
-    def _convert(weight: torch.Tensor, bias: torch.Tensor | None, in_exp: int, out_exp: int,
-                 l1_max: float | None = None):
+    def _convert(weight: torch.Tensor, bias: torch.Tensor | None, in_exp: int, out_exp: int):
         """Quantize float (weight, bias) for inputs of exponent in_exp and outputs of out_exp."""
-        w_int, w_exp = quantize_weight(weight, per_channel=True, l1_max=l1_max)
+        w_int, w_exp = quantize_weight(weight, per_channel=True)
         acc_exp = in_exp + w_exp  # exponent of each output channel's accumulator
         b = torch.zeros(len(weight), dtype=DTYPE) if bias is None else bias.detach().to(DTYPE)
         b_int = quantize_to_exponent(b, acc_exp)
@@ -342,20 +270,6 @@ class _IntegerLayer(CompactState, nn.Module):
                           float(self.bias.abs().max()) if self.bias.numel() else 0.0,
                           what=type(self).__name__)
 
-    def float32_weight(self) -> tuple[int, torch.Tensor] | None:
-        """(pieces, float32 weights) when the layer runs in float32 (`float32_plan` of
-        input_max and the largest sum |w| of an output channel), else None. Decided from the
-        integer weights, so every machine decides the same (either way the integers are the
-        same); cached until the weights change or move."""
-        key = (self.weight._version, self.weight.device)
-        if self._plan is None or self._plan[:2] != key:
-            pieces = None
-            if self.input_max is not None and self.weight.numel():
-                l1 = float(self.weight.reshape(len(self.weight), -1).abs().sum(1).max())
-                pieces = float32_plan(self.input_max, l1)
-            self._plan = (*key, pieces, None if pieces is None else self.weight.float())
-        return None if self._plan[2] is None else self._plan[2:]
-
     def _finish(self, acc: torch.Tensor, dim: int, extra: torch.Tensor | None) -> torch.Tensor:
         if extra is not None:
             acc = acc + extra
@@ -370,66 +284,29 @@ class IntegerConv2d(_IntegerLayer):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
-                 padding: int = 0, *, input_max: int | None = None) -> None:
+                 padding: int = 0) -> None:
         super().__init__()
         self.padding = padding
         self._init(torch.zeros(out_channels, in_channels, kernel_size, kernel_size),
-                   torch.zeros(out_channels), torch.zeros(out_channels, dtype=torch.int64),
-                   input_max)
+                   torch.zeros(out_channels), torch.zeros(out_channels, dtype=torch.int64))
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, in_exp: int, out_exp: int, *,
-                   input_max: int | None = None, float32: bool = False) -> "IntegerConv2d":
-        """Args: float32: quantize the weights (sum |w| per output <= `float32_l1_max`) so
-        that the layer runs in float32 for inputs |x| <= input_max."""
+    def from_float(cls, conv: nn.Conv2d, in_exp: int, out_exp: int) -> "IntegerConv2d":
         out_c, in_c, k, _ = conv.weight.shape
-        layer = cls(in_c, out_c, k, padding=int(conv.padding[0]), input_max=input_max)
-        l1_max = float32_l1_max(input_max) if float32 else None
-        w, b, shift = cls._convert(conv.weight, conv.bias, in_exp, out_exp, l1_max)
+        layer = cls(in_c, out_c, k, padding=int(conv.padding[0]))
+        w, b, shift = cls._convert(conv.weight, conv.bias, in_exp, out_exp)
         layer.weight.copy_(w), layer.bias.copy_(b), layer.shift.copy_(shift)
         layer.check()
         return layer
 
-    def accumulate(self, x: torch.Tensor, channels: slice | None = None, *,
-                   bias: bool = True) -> torch.Tensor:
-        """The exact integer accumulator [B, C_out, H, W] (not requantized) of x [B, C, H, W];
-        with `channels`, of those input channels only (x holds just them)."""
-        plan = self.float32_weight()
-        if plan is None:
-            w = self.weight if channels is None else self.weight[:, channels]
-            return F.conv2d(x, w, self.bias if bias else None, padding=self.padding)
-        pieces, w32 = plan  # a slice's sums |w| are within the whole layer's
-        w32 = w32 if channels is None else w32[:, channels]
-        y = F.conv2d(split_float32(x, pieces, self.input_max).flatten(0, 1), w32,
-                     padding=self.padding)
-        acc = join_float32(y.unflatten(0, (pieces, -1)), pieces, self.input_max)
-        return acc.add_(self.bias.view(1, -1, 1, 1)) if bias else acc
-
-    def accumulate_at(self, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
-                      ) -> torch.Tensor:
-        """The accumulator [C_out, n] of one image x [C_in, H, W] at positions (rows, cols)
-        only: the kernel taps there gathered into [k*k*C_in, n], then one matmul."""
-        k, p = self.weight.shape[-1], self.padding
-        padded = F.pad(x, (p, p, p, p))
-        taps = torch.cat([padded[:, rows + dy, cols + dx] for dy in range(k) for dx in range(k)])
-        plan = self.float32_weight()
-        if plan is None:
-            w = self.weight.permute(0, 2, 3, 1).reshape(len(self.weight), -1)
-            return torch.addmm(self.bias[:, None], w, taps)
-        pieces, w32 = plan
-        w32 = w32.permute(0, 2, 3, 1).reshape(len(w32), -1)
-        y = torch.matmul(w32, split_float32(taps, pieces, self.input_max))  # [P, C_out, n]
-        return join_float32(y, pieces, self.input_max).add_(self.bias[:, None])
+    def accumulate(self, x: torch.Tensor) -> torch.Tensor:
+        """The exact integer accumulator [B, C, H, W] (bias included, not requantized)."""
+        return F.conv2d(x, self.weight, self.bias, padding=self.padding)
 
     def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, C_in, H, W] -> requantized [B, C_out, H, W]; `extra` (accumulator units,
         broadcasting, e.g. [B, C_out, 1, 1]) is added before requantizing."""
         return self._finish(self.accumulate(x), 1, extra)
-
-    def forward_at(self, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
-                   ) -> torch.Tensor:
-        """`forward` of one image x [C_in, H, W] at positions (rows, cols) only: [C_out, n]."""
-        return self._finish(self.accumulate_at(x, rows, cols), 0, None)
 
 
 class IntegerLinear(_IntegerLayer):

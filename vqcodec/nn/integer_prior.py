@@ -46,17 +46,13 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
                       else (num_stages, num_codes, dim))
         self.register_buffer("coarse_table", torch.zeros(book_shape, dtype=DTYPE))
         self.register_buffer("current_table", torch.zeros(book_shape, dtype=DTYPE))
-        # Every layer's input is within ACT_MAX (the coarse sums are checked at conversion),
-        # so each can run in float32 where its weights allow (`IntegerConv2d.float32_weight`).
-        act = {"input_max": fp.ACT_MAX}
-        self.stem = IntegerConv2d(2 * dim + 1, width, 3, padding=1, **act)
+        self.stem = IntegerConv2d(2 * dim + 1, width, 3, padding=1)
         # The stage embedding in stem-accumulator units, per stage and output channel.
         self.register_buffer("stage_embedding", torch.zeros(num_stages, width, dtype=DTYPE))
         self.blocks = nn.ModuleList(
-            nn.ModuleList([IntegerConv2d(width, width, 3, padding=1, **act),
-                           IntegerConv2d(width, width, 3, padding=1, **act)])
-            for _ in range(depth))
-        self.head = IntegerConv2d(width, g * code_dim, 1, **act)
+            nn.ModuleList([IntegerConv2d(width, width, 3, padding=1),
+                           IntegerConv2d(width, width, 3, padding=1)]) for _ in range(depth))
+        self.head = IntegerConv2d(width, g * code_dim, 1)
         self.register_buffer("code_embedding", torch.zeros(num_stages, g, num_codes, code_dim,
                                                            dtype=DTYPE))
         self.register_buffer("code_bias", torch.zeros(num_stages, g, num_codes, dtype=DTYPE))
@@ -128,7 +124,7 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
         if not bool(coarse.any()):
             return None
         with fp.exact_mode():
-            return self.stem.accumulate(coarse.to(DTYPE), slice(0, self.dim), bias=False)
+            return F.conv2d(coarse.to(DTYPE), self.stem.weight[:, :self.dim], padding=1)
 
     def pass_features(self, coarse_acc: torch.Tensor | None, current: torch.Tensor,
                       visible: torch.Tensor, stages: torch.Tensor, mask: torch.Tensor
@@ -159,7 +155,7 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
                 acc = acc + coarse_acc
             if seen:
                 x = torch.cat([current.to(DTYPE), visible.to(DTYPE) * fp.pow2(self.in_exp)], 1)
-                acc = acc + self.stem.accumulate(x, slice(self.dim, None), bias=False)
+                acc = acc + F.conv2d(x, self.stem.weight[:, self.dim:], padding=1)
             return self._trunk_at(fp.requantize(acc, self.stem.shift), mask)
 
     def _trunk_at(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -170,12 +166,18 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
         conv1, conv2 = self.blocks[-1]
         a = fp.leaky_relu(conv1(fp.leaky_relu(h)))
         ii, jj = mask.nonzero(as_tuple=True)
-        h_at = fp.clamp_activation(h[0][:, ii, jj] + conv2.forward_at(a[0], ii, jj))
-        # The 1x1 head at those positions, laid out as a 1 x n image.
-        n = len(ii)
-        row = torch.zeros(n, dtype=torch.int64, device=h.device)
-        return self.head.forward_at(fp.leaky_relu(h_at)[:, None], row,
-                                    torch.arange(n, device=h.device)).t()
+        padded = F.pad(a[0], (1, 1, 1, 1))
+        # The 3x3 conv at the mask positions only, one kernel tap at a time (small
+        # temporaries; integer partial sums add exactly in any order).
+        acc2 = conv2.bias[:, None].expand(-1, len(ii)).clone()
+        for dy in range(3):
+            for dx in range(3):
+                acc2.addmm_(conv2.weight[:, :, dy, dx], padded[:, ii + dy, jj + dx])
+        h_at = fp.clamp_activation(h[0][:, ii, jj] + fp.requantize(acc2, conv2.shift, dim=0))
+        head = self.head
+        acc = torch.addmm(head.bias[:, None], head.weight.reshape(len(head.weight), -1),
+                          fp.leaky_relu(h_at))
+        return fp.requantize(acc, head.shift, dim=0).t()
 
     def _constant_features(self, stem_out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """`pass_features` of an all-zero input, whose stem output is the same [1, width, 1, 1]
@@ -211,32 +213,10 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
             scale, offset = fp.shift_factors(self.logit_shift[stages].cpu(),  # [B, G] each
                                              device=stages.device)
             bias = (self.code_bias[stages] + offset[..., None]).reshape(b * g, 1, k)
-            plan = self._float32_code_embedding()
-            if plan is None:
-                # Integer sums below 2^53 (checked at conversion): exact in any order.
-                acc = torch.baddbmm(bias, f, books)  # [B*G, N, K]
-            else:  # features |f| <= ACT_MAX in float32 pieces, as in `IntegerConv2d`
-                pieces, emb32 = plan
-                books32 = emb32[stages].reshape(b * g, k, c).transpose(1, 2)
-                parts = fp.split_float32(f, pieces, fp.ACT_MAX)
-                y = torch.bmm(parts.flatten(0, 1), books32.repeat(pieces, 1, 1))
-                acc = fp.join_float32(y.unflatten(0, (pieces, -1)), pieces, fp.ACT_MAX)
-                acc = acc.add_(bias)
+            # Integer sums below 2^53 (checked at conversion): exact in any order.
+            acc = torch.baddbmm(bias, f, books)  # [B*G, N, K]
             logits = acc.mul_(scale.reshape(b * g, 1, 1)).floor_()
             return logits.view(b, g, n, k).permute(0, 2, 1, 3)
-
-    def _float32_code_embedding(self) -> tuple[int, torch.Tensor] | None:
-        """(pieces, float32 code embeddings) when scoring features |f| <= ACT_MAX runs exactly
-        in float32 (`fp.float32_plan` of the largest sum |embedding| of a code), else None;
-        cached until the embeddings change or move."""
-        emb = self.code_embedding
-        key = (emb._version, emb.device)
-        cached = getattr(self, "_emb_plan", None)
-        if cached is None or cached[:2] != key:
-            l1 = float(emb.abs().sum(-1).max()) if emb.numel() else 0.0
-            pieces = fp.float32_plan(fp.ACT_MAX, l1)
-            self._emb_plan = cached = (*key, pieces, None if pieces is None else emb.float())
-        return None if cached[2] is None else cached[2:]
 
     def counts(self, logits: torch.Tensor) -> torch.Tensor:
         """Integer counts (>= 1) of integer logits, along the last dimension."""
@@ -248,8 +228,7 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
     @torch.no_grad()
     def from_float(cls, prior: nn.Module, quantizer: nn.Module,
                    calibration_passes: Iterable[tuple], *, headroom: float = 4.0,
-                   precision: int = 22, logit_exp: int = 8,
-                   float32: bool = False) -> "IntegerStagePrior":
+                   precision: int = 22, logit_exp: int = 8) -> "IntegerStagePrior":
         """Convert a float `StagePrior`/`GroupedStagePrior` (and its quantizer's codebooks).
 
         Args:
@@ -259,9 +238,6 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
                 (`coding.latent_codec.teacher_forced_passes`); each activation's exponent is
                 set from its max |value| over all of them, times `headroom`.
             precision, logit_exp: of the `ExpTable`.
-            float32: quantize the weights of the residual blocks, the head and the code
-                embeddings so that they run exactly in float32 pieces (sum |w| per output <=
-                `fp.float32_l1_max`: 6-8 bit weights; +0.01 % of rate on BSDS crops).
         """
         prior = prior.cpu().float()
         grouped = hasattr(prior, "num_groups")
@@ -296,35 +272,23 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
         if out.coarse_table.reshape(s_total, -1).abs().amax(1).sum() > fp.ACT_MAX:
             raise ValueError("coarse inputs would exceed the activation range")
 
-        # The stem keeps 15-bit weights (float64): its inputs, sums of codewords, are precise,
-        # and 7-bit stem weights cost 2.9 % of rate at quality 1 on BSDS crops.
-        out.stem = IntegerConv2d.from_float(prior.stem, in_exp, h_exp, input_max=fp.ACT_MAX)
-        act = {"input_max": fp.ACT_MAX, "float32": float32}
-        w_exp = out.stem.shift + h_exp - in_exp  # the stem's weight exponents
+        out.stem = IntegerConv2d.from_float(prior.stem, in_exp, h_exp)
+        w_exp = _weight_exponents(prior.stem.weight)
         out.stage_embedding.copy_(fp.quantize_to_exponent(
             prior.stage_embedding.weight.detach(), (w_exp + in_exp)[None, :]))
         fp.check_accumulator(prior.stem.weight[0].numel(), fp.WEIGHT_MAX,
                              float(out.stem.bias.abs().max() + out.stage_embedding.abs().max()),
                              what="stem")
         for block, (c1, c2), mid in zip(prior.blocks, out.blocks, mid_exps):
-            c1_new = IntegerConv2d.from_float(block.conv1, h_exp, mid, **act)
-            c2_new = IntegerConv2d.from_float(block.conv2, mid, h_exp, **act)
+            c1_new = IntegerConv2d.from_float(block.conv1, h_exp, mid)
+            c2_new = IntegerConv2d.from_float(block.conv2, mid, h_exp)
             c1.load_state_dict(c1_new.state_dict()), c2.load_state_dict(c2_new.state_dict())
-        out.head = IntegerConv2d.from_float(prior.head, h_exp, f_exp, **act)
+        out.head = IntegerConv2d.from_float(prior.head, h_exp, f_exp)
 
         g = max(num_groups, 1)
         emb = prior.code_embedding.detach().double().reshape(s_total, g, prior.num_codes, -1)
         bias = prior.code_bias.detach().double().reshape(s_total, g, prior.num_codes)
         e_int, e_exp = fp.quantize_weight(emb.reshape(s_total * g, -1), per_channel=True)
-        if float32:  # one exponent per (stage, group), small enough for its largest code
-            rows = emb.reshape(s_total * g, prior.num_codes, -1)
-            l1_max = fp.float32_l1_max(fp.ACT_MAX)
-            for r in range(len(rows)):
-                e = int(e_exp[r])
-                while float(fp.quantize_to_exponent(rows[r], e).abs().sum(-1).max()) > l1_max:
-                    e -= 1
-                e_exp[r] = e
-                e_int[r] = fp.quantize_to_exponent(rows[r], e).reshape(-1)
         e_exp = e_exp.view(s_total, g)
         out.code_embedding.copy_(e_int.view_as(emb))
         out.code_bias.copy_(fp.quantize_to_exponent(bias, (e_exp + f_exp)[..., None]))
@@ -337,6 +301,10 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
 def _residual_block(h: torch.Tensor, conv1: IntegerConv2d, conv2: IntegerConv2d) -> torch.Tensor:
     """One integer residual block on the residual stream h."""
     return fp.clamp_activation(h + conv2(fp.leaky_relu(conv1(fp.leaky_relu(h)))))
+
+
+def _weight_exponents(weight: torch.Tensor) -> torch.Tensor:
+    return fp.quantize_weight(weight, per_channel=True)[1]
 
 
 def _calibrate(prior: nn.Module, calibration_passes) -> dict:
