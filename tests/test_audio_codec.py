@@ -156,3 +156,33 @@ def test_python_api(tiny_audio_model_path):
                                   device="cpu")
     samples, rate = vqcodec.decompress_audio(data, model=tiny_audio_model_path)
     assert samples.shape == (2, 3000) and rate == 16000
+
+
+def test_file_read_in_windows_codes_as_the_clip(tiny_audio_model, tmp_path, monkeypatch):
+    """A file read and resampled window by window (`AudioReader`) codes to the same bytes as
+    the clip in memory, and decoding to a file window by window writes what decoding to a
+    clip and saving it writes."""
+    from vqcodec.io.audio import AudioReader, load_audio, save_audio
+    from vqcodec.pipelines.audio import decompress_audio_to_file
+    monkeypatch.setattr(audio_codec, "WINDOW_SECONDS", 0.1)  # many windows in 0.7 s
+    path = tmp_path / "in.wav"
+    save_audio(path, tone(44100, 30000, channels=2), 44100)
+    in_memory = compress_audio(load_audio(path), model=tiny_audio_model, device="cpu").data
+    with AudioReader(path) as reader:
+        streamed = compress_audio(reader, model=tiny_audio_model, device="cpu").data
+    assert streamed == in_memory
+    info = decompress_audio_to_file(streamed, tmp_path / "out.wav", model=tiny_audio_model)
+    assert (info.channels, info.sample_rate, info.num_samples) == (2, 44100, 30000)
+    save_audio(tmp_path / "whole.wav", decompress_audio(streamed, model=tiny_audio_model))
+    assert (tmp_path / "out.wav").read_bytes() == (tmp_path / "whole.wav").read_bytes()
+
+
+def test_windowed_resampling_codes_as_whole_signal_resampling(tiny_audio_model):
+    """Resampling window by window changes the encoder's input only by float rounding."""
+    from vqcodec.pipelines.audio import encode_audio, encode_channel, model_input
+    net = tiny_audio_model.model
+    x = tone(44100, 30000, channels=2)
+    whole = torch.stack([encode_channel(net, model_input(c, 44100, net), 4) for c in x])
+    windowed = encode_audio(net, AudioClip(x, 44100), 4, torch.device("cpu"))
+    assert windowed.shape == whole.shape
+    assert (windowed == whole).float().mean() > 0.99

@@ -11,8 +11,8 @@ import soundfile as sf
 from vqcodec.io import audio as audio_io
 from vqcodec.io.media import AUDIO_SUFFIXES
 from vqcodec.io.audio import (
-    SAVE_EXTENSIONS, AudioClip, InputError, as_audio_clip, is_audio_path,
-    load_audio, resample, save_audio,
+    SAVE_EXTENSIONS, AudioClip, AudioReader, InputError, WindowedResampler, as_audio_clip,
+    is_audio_path, load_audio, open_audio_writer, resample, save_audio,
 )
 
 RATE = 16000
@@ -346,11 +346,20 @@ def test_refuses_vorbis_rate_that_would_crash_libsndfile(tmp_path):
 def test_failed_write_leaves_no_file_and_keeps_old_one(tmp_path, monkeypatch):
     target = tmp_path / "out.wav"
 
-    def half_written(file, *args, **kwargs):
-        Path(file).write_bytes(b"RIFF partial")
-        raise sf.LibsndfileError(0, prefix="simulated failure: ")
+    class HalfWritten:  # opens, writes a little, then fails
+        def __init__(self, file, *args, **kwargs):
+            Path(file).write_bytes(b"RIFF partial")
 
-    monkeypatch.setattr(audio_io.sf, "write", half_written)
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise sf.LibsndfileError(0, prefix="simulated failure: ")
+
+    monkeypatch.setattr(audio_io.sf, "SoundFile", HalfWritten)
     with pytest.raises(InputError, match="cannot write WAV"):
         save_audio(target, _sweep(), RATE)
     assert list(tmp_path.iterdir()) == []  # neither the output nor a temporary file
@@ -372,3 +381,61 @@ def test_audio_extensions():
     assert not is_audio_path("photo.png") and not is_audio_path("noext")
     if "OGG" in sf.available_formats():
         assert {".ogg", ".oga"} <= AUDIO_SUFFIXES
+
+
+# --- reading and writing window by window ----------------------------------------------------
+
+def test_reader_windows_equal_the_whole_file(tmp_path):
+    path = tmp_path / "a.flac"
+    save_audio(path, _sweep(1.0, channels=2), RATE)
+    whole = load_audio(path).samples
+    with AudioReader(path) as reader:
+        assert (reader.channels, reader.num_samples, reader.sample_rate) == (2, RATE, RATE)
+        for start in range(0, RATE + 1000, 1500):  # overlapping, forward, past the end
+            got = reader.read(max(0, start - 400), start + 1100)
+            assert np.array_equal(got, whole[:, max(0, start - 400):start + 1100])
+        with pytest.raises(ValueError, match="forward"):
+            reader.read(0, 10)
+
+
+def test_reader_refuses_a_bad_block_late_in_the_file(tmp_path):
+    x = _sweep(1.0) * 0.5
+    x[0, -10] = 3.0  # far outside [-1, 1], in the last block only
+    path = tmp_path / "loud.wav"
+    sf.write(str(path), x.T, RATE, subtype="FLOAT")
+    with AudioReader(path) as reader:  # the header is fine
+        reader.read(0, RATE // 2)
+        with pytest.raises(InputError, match="far outside"):
+            reader.read(RATE // 2, RATE)
+
+
+def test_writer_appends_blocks_atomically(tmp_path):
+    x = _sweep(1.0, channels=2)
+    target = tmp_path / "out.flac"
+    with open_audio_writer(target, 2, RATE) as writer:
+        for start in range(0, x.shape[1], 3000):
+            writer.write(x[:, start:start + 3000])
+        assert not target.exists()  # only on success
+    save_audio(tmp_path / "whole.flac", x, RATE)
+    assert np.array_equal(load_audio(target).samples, load_audio(tmp_path / "whole.flac").samples)
+    with pytest.raises(RuntimeError, match="boom"):
+        with open_audio_writer(tmp_path / "failed.wav", 2, RATE) as writer:
+            writer.write(x[:, :100])
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.flac", "whole.flac"]
+
+
+@pytest.mark.parametrize("rates", [(44100, 24000), (48000, 24000), (8000, 24000),
+                                   (22050, 8000), (24000, 24000)])
+def test_windowed_resampler_equals_resampling_the_whole_signal(rates):
+    from_rate, to_rate = rates
+    g = np.random.default_rng(0)
+    x = (0.1 * g.standard_normal((2, 20011))).astype(np.float32)
+    whole = resample(x, from_rate, to_rate)
+    resampler = WindowedResampler(AudioClip(x, from_rate), from_rate, to_rate)
+    assert resampler.num_samples == whole.shape[1]
+    cuts = sorted({0, whole.shape[1] + 57, *g.integers(1, whole.shape[1], 7).tolist()})
+    got = np.concatenate([resampler.read(a, b) for a, b in zip(cuts, cuts[1:])], axis=1)
+    assert got.shape[1] == whole.shape[1] + 57
+    assert np.abs(got[:, :whole.shape[1]] - whole).max() < 1e-5
+    assert not got[:, whole.shape[1]:].any()  # zeros past the end, as the model's padding

@@ -89,8 +89,8 @@ def compress_one(job: FileJob, settings: CompressSettings) -> str:
     check_input_file(job.source)
     _check_output_folder(job.target)
     if audio:
-        from ..io.audio import load_audio
-        media = load_audio(job.source)
+        from ..io.audio import AudioReader
+        media = AudioReader(job.source)  # header checks now; samples read window by window
     else:
         from ..io.image import load_image
         media = load_image(job.source)
@@ -99,8 +99,9 @@ def compress_one(job: FileJob, settings: CompressSettings) -> str:
     from ..pipelines import compress_audio, compress_image
     from ..zoo.registry import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL
     if audio:
-        result = compress_audio(media, model=settings.model or DEFAULT_AUDIO_MODEL,
-                                bitrate=bitrate, device=settings.device)
+        with media:
+            result = compress_audio(media, model=settings.model or DEFAULT_AUDIO_MODEL,
+                                    bitrate=bitrate, device=settings.device)
     else:
         result = compress_image(media, model=settings.model or DEFAULT_IMAGE_MODEL,
                                 quality=quality, device=settings.device)
@@ -148,12 +149,10 @@ def decompress_one(job: FileJob, settings: DecompressSettings) -> str:
     header, _ = unpack_container(data, allow_truncation=True)
     check_decompress_target(header, job.target)
 
-    from ..pipelines import decompress, describe_decoded, save_decoded
-    decoded = decompress(data, model=settings.model, device=settings.device,
-                         stages=settings.stages)
-    save_decoded(decoded, job.target)
-    return (f"{job.source} -> {job.target}: {describe_decoded(decoded)}, "
-            f"{time.perf_counter() - start:.2f} s")
+    from ..pipelines import decompress_to_file
+    described = decompress_to_file(data, job.target, model=settings.model,
+                                   device=settings.device, stages=settings.stages)
+    return f"{job.source} -> {job.target}: {described}, {time.perf_counter() - start:.2f} s"
 
 
 def _same_file_key(path: Path) -> str:

@@ -12,7 +12,10 @@ is read up to its last complete page with no way to tell from the outside (accep
 """
 from __future__ import annotations
 
+import math
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +29,8 @@ from .media import is_audio_path
 
 __all__ = [
     "MAX_CHANNELS", "MAX_SAMPLE_RATE", "MAX_SECONDS", "MIN_SAMPLE_RATE",
-    "SAVE_EXTENSIONS", "AudioClip", "InputError", "as_audio_clip", "check_audio_target",
-    "is_audio_path", "load_audio",
+    "SAVE_EXTENSIONS", "AudioClip", "AudioReader", "InputError", "WindowedResampler",
+    "as_audio_clip", "check_audio_target", "is_audio_path", "load_audio", "open_audio_writer",
     "resample", "save_audio",
 ]
 
@@ -106,6 +109,11 @@ class AudioClip:
     @property
     def seconds(self) -> float:
         return self.num_samples / self.sample_rate
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples [channels, n] of [start, stop) (clipped to the clip): the same interface
+        as `AudioReader.read`, so a clip and a file are coded alike."""
+        return self.samples[:, max(0, start):max(0, min(stop, self.num_samples))]
 
 
 def _check_format(channels: int, num_samples: int, sample_rate: int,
@@ -205,21 +213,10 @@ def _wav_is_truncated(path: Path) -> bool:
     return False
 
 
-def load_audio(path: str | Path, *, max_seconds: float = MAX_SECONDS) -> AudioClip:
-    """Read an audio file (anything soundfile reads: WAV, FLAC, Ogg Vorbis/Opus, MP3, ...).
-
-    Samples become float32 in [-1, 1]: integer PCM is scaled by 1/32768 (16-bit) and so on;
-    float and lossy files may overshoot full scale a little and are clipped to [-1, 1] (files
-    peaking above 2.0 are refused as not normalised).
-
-    Args:
-        path: the audio file.
-        max_seconds: longest duration accepted; checked on the header, before decoding.
-
-    Raises:
-        InputError: missing, empty, unreadable, truncated or corrupted files; no samples; a
-            sample rate outside 1000..384000 Hz; more than 8 channels; too long; NaN/inf samples.
-    """
+def _open_checked(path: str | Path, max_seconds: float) -> tuple[Path, object]:
+    """(path, soundfile info) of an audio file that passed every check possible before
+    decoding: exists, readable, a format soundfile reads, channels, rate and length within
+    limits, a WAV not cut short."""
     path = check_input_file(path)
     try:
         with open(path, "rb"):
@@ -234,26 +231,107 @@ def load_audio(path: str | Path, *, max_seconds: float = MAX_SECONDS) -> AudioCl
     _check_format(info.channels, info.frames, info.samplerate, max_seconds)  # before decoding
     if info.format in ("WAV", "WAVEX") and _wav_is_truncated(path):
         raise InputError(f"truncated audio file: {path}")
+    return path, info
 
-    try:
-        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
-    except RuntimeError:
-        raise InputError(f"truncated or corrupted audio file: {path}") from None
-    if data.shape[0] == 0:
-        raise InputError(f"audio has no samples (zero length): {path}")
-    if data.shape[0] < info.frames:
-        # A decoder that loses sync part-way stops early without an error (seen with Ogg).
-        raise InputError(f"truncated or corrupted audio file: {path} "
-                         f"({data.shape[0]} of {info.frames} samples decoded)")
-    samples = np.ascontiguousarray(data.T)
-    _check_finite(samples)
-    peak = float(np.abs(samples).max())
-    if peak > _MAX_FILE_PEAK:
-        raise InputError(f"samples far outside [-1, 1] (peak {peak:.3g}): not normalised "
-                         f"audio: {path}")
-    if peak > 1.0:
-        np.clip(samples, -1.0, 1.0, out=samples)
-    return AudioClip(samples, int(info.samplerate))
+
+class AudioReader:
+    """An audio file read forward in windows, so that memory does not grow with its length.
+
+    Opening runs every check `load_audio` runs before decoding; each block read is checked as
+    it arrives (NaN/inf, peak above 2.0 refused, above 1.0 clipped), and a file that ends
+    before the length its header gives is refused. Use as a context manager.
+
+    Args:
+        path: the audio file.
+        max_seconds: longest duration accepted; checked on the header.
+
+    Raises:
+        InputError: as `load_audio`; from `read` when a block is bad or missing.
+    """
+
+    def __init__(self, path: str | Path, *, max_seconds: float = MAX_SECONDS) -> None:
+        self.path, info = _open_checked(path, max_seconds)
+        self.channels, self.num_samples = int(info.channels), int(info.frames)
+        self.sample_rate = int(info.samplerate)
+        try:
+            self._file = sf.SoundFile(str(self.path))
+        except RuntimeError:
+            raise InputError(f"not audio soundfile can read, or corrupted: {self.path}") from None
+        self._buffer = np.zeros((self.channels, 0), dtype=np.float32)
+        self._start = 0  # file position of the buffer's first sample
+
+    @property
+    def seconds(self) -> float:
+        return self.num_samples / self.sample_rate
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples [channels, n] (float32, in [-1, 1]) of [start, stop), clipped to the file.
+
+        Reads go forward: `start` may not be before the previous read's `start` (the samples
+        before it are let go)."""
+        start, stop = max(0, start), max(0, min(stop, self.num_samples))
+        if start < self._start:
+            raise ValueError("AudioReader reads forward only")
+        end = self._start + self._buffer.shape[1]
+        if stop > end:
+            self._buffer = np.concatenate([self._buffer[:, max(0, start - self._start):],
+                                           self._decode(stop - end)], axis=1)
+            self._start = max(self._start, min(start, end))
+        else:
+            self._buffer = self._buffer[:, start - self._start:]
+            self._start = start
+        return self._buffer[:, start - self._start:stop - self._start]
+
+    def _decode(self, frames: int) -> np.ndarray:
+        try:
+            data = self._file.read(frames, dtype="float32", always_2d=True)
+        except RuntimeError:
+            raise InputError(f"truncated or corrupted audio file: {self.path}") from None
+        if data.shape[0] < frames:
+            # A decoder that loses sync part-way stops early without an error (seen with Ogg).
+            got = self._file.tell() if data.shape[0] else self._start + self._buffer.shape[1]
+            if not got:
+                raise InputError(f"audio has no samples (zero length): {self.path}")
+            raise InputError(f"truncated or corrupted audio file: {self.path} "
+                             f"({got} of {self.num_samples} samples decoded)")
+        block = np.ascontiguousarray(data.T)
+        _check_finite(block)
+        peak = float(np.abs(block).max()) if block.size else 0.0
+        if peak > _MAX_FILE_PEAK:
+            raise InputError(f"samples far outside [-1, 1] (peak {peak:.3g}): not normalised "
+                             f"audio: {self.path}")
+        if peak > 1.0:
+            np.clip(block, -1.0, 1.0, out=block)
+        return block
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "AudioReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_audio(path: str | Path, *, max_seconds: float = MAX_SECONDS) -> AudioClip:
+    """Read a whole audio file (anything soundfile reads: WAV, FLAC, Ogg Vorbis/Opus, MP3, ...).
+
+    Samples become float32 in [-1, 1]: integer PCM is scaled by 1/32768 (16-bit) and so on;
+    float and lossy files may overshoot full scale a little and are clipped to [-1, 1] (files
+    peaking above 2.0 are refused as not normalised). `AudioReader` reads in windows.
+
+    Args:
+        path: the audio file.
+        max_seconds: longest duration accepted; checked on the header, before decoding.
+
+    Raises:
+        InputError: missing, empty, unreadable, truncated or corrupted files; no samples; a
+            sample rate outside 1000..384000 Hz; more than 8 channels; too long; NaN/inf samples.
+    """
+    with AudioReader(path, max_seconds=max_seconds) as reader:
+        samples = np.ascontiguousarray(reader.read(0, reader.num_samples))
+        return AudioClip(samples, reader.sample_rate)
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -286,6 +364,53 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return np.ascontiguousarray(out.numpy(), dtype=np.float32)
 
 
+# torchaudio's resampling kernel (its defaults): each output sample depends on the input
+# within this many zero crossings of the sinc, at a cutoff of ROLLOFF times the lower Nyquist.
+_LOWPASS_FILTER_WIDTH, _ROLLOFF = 6, 0.99
+
+
+class WindowedResampler:
+    """`resample` of a long signal, window by window, without holding it.
+
+    Reads from `source` (anything with `num_samples` and `read(start, stop)` -> [channels, n],
+    forward: an `AudioClip`, an `AudioReader`, a decoder) only the input a window needs: its
+    blocks of from_rate/g input samples (g = gcd of the rates; each block makes to_rate/g output
+    samples, so a window starting on a block is in phase with the whole signal's resampling)
+    and a margin beyond the kernel's reach. Away from rounding it equals resampling the whole
+    signal: same length, ceil(num_samples * to_rate / from_rate), and the zeros beyond the ends.
+
+    Args:
+        source: the signal.
+        from_rate, to_rate: its rate and the rate wanted.
+    """
+
+    def __init__(self, source, from_rate: int, to_rate: int) -> None:
+        self.source, self.from_rate, self.to_rate = source, int(from_rate), int(to_rate)
+        g = math.gcd(self.from_rate, self.to_rate)
+        self._block_in, self._block_out = self.from_rate // g, self.to_rate // g
+        width = math.ceil(_LOWPASS_FILTER_WIDTH * self._block_in
+                          / (min(self._block_in, self._block_out) * _ROLLOFF))
+        self._margin_blocks = 2 + math.ceil(width / self._block_in)  # kernel reach + 1 block
+        self.num_samples = -(-source.num_samples * self._block_out // self._block_in)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Output samples [channels, stop - start] of [start, stop) (zeros past the end)."""
+        stop = max(stop, start)
+        if self._block_in == self._block_out:
+            x = self.source.read(start, stop)
+        else:
+            first = max(0, start // self._block_out - self._margin_blocks)
+            last = -(-stop // self._block_out) + self._margin_blocks
+            lo = first * self._block_in
+            hi = min(self.source.num_samples, last * self._block_in)
+            y = resample(self.source.read(lo, hi), self.from_rate, self.to_rate)
+            offset = start - first * self._block_out
+            x = y[:, max(0, offset):max(0, stop - first * self._block_out)]
+        if x.shape[1] < stop - start:
+            x = np.pad(x, ((0, 0), (0, stop - start - x.shape[1])))
+        return x
+
+
 def _to_int16(samples: np.ndarray) -> np.ndarray:
     # Rounded to the nearest step, the inverse of reading (int16 / 32768), so load -> save ->
     # load is bit-exact. libsndfile's own float conversion truncates (1.2.2: errors up to a
@@ -313,6 +438,55 @@ def check_audio_target(path: str | Path) -> tuple[str, str]:
     return _SAVE_FORMATS[suffix]
 
 
+class _AudioWriter:
+    """Appends blocks of samples to an open soundfile (see `open_audio_writer`)."""
+
+    def __init__(self, handle, channels: int, pcm16: bool, failure: str) -> None:
+        self._handle, self.channels, self._pcm16 = handle, channels, pcm16
+        self._failure = failure
+
+    def write(self, samples: np.ndarray) -> None:
+        """Append samples [channels, n] (float, clipped to [-1, 1])."""
+        if samples.ndim != 2 or samples.shape[0] != self.channels:
+            raise ValueError(f"expected [{self.channels}, n] samples, got {samples.shape}")
+        try:
+            self._handle.write((_to_int16(samples) if self._pcm16
+                                else np.clip(samples, -1.0, 1.0)).T)
+        except RuntimeError as e:  # libsndfile's errors (soundfile.LibsndfileError)
+            raise InputError(_write_failure(self._failure, e)) from None
+
+
+def _write_failure(what: str, error: Exception) -> str:
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return f"cannot write {what}: {message}"
+
+
+@contextmanager
+def open_audio_writer(path: str | Path, channels: int, sample_rate: int) -> Iterator[_AudioWriter]:
+    """Write audio block by block, atomically, in the format named by the file suffix (as
+    `save_audio`): the file appears complete on success, not at all on an error.
+
+    Raises:
+        InputError: unknown suffix, missing destination folder, a rate or channel count out of
+            range, or a format that cannot hold this audio (Vorbis above 200 kHz).
+    """
+    path = Path(path)
+    _check_format(channels, 1, sample_rate, max_seconds=None)
+    file_format, subtype = check_audio_target(path)
+    if subtype == "VORBIS" and sample_rate > _VORBIS_MAX_RATE:
+        raise InputError(f"Ogg Vorbis cannot hold {sample_rate} Hz audio (limit "
+                         f"{_VORBIS_MAX_RATE} Hz); use .flac or .wav")
+    what = f"{file_format} {subtype} audio at {sample_rate} Hz, {channels} channels"
+    with atomic_output(path) as tmp:
+        try:
+            handle = sf.SoundFile(str(tmp), "w", int(sample_rate), int(channels),
+                                  format=file_format, subtype=subtype)
+        except RuntimeError as e:
+            raise InputError(_write_failure(what, e)) from None
+        with handle:
+            yield _AudioWriter(handle, channels, subtype == "PCM_16", what)
+
+
 def save_audio(path: str | Path, clip_or_samples: AudioClip | np.ndarray,
                sample_rate: int | None = None) -> None:
     """Write audio atomically, in the format named by the file suffix.
@@ -331,7 +505,6 @@ def save_audio(path: str | Path, clip_or_samples: AudioClip | np.ndarray,
         InputError: bad samples or sample rate, unknown suffix, missing destination folder or
             a format that cannot hold this audio (Vorbis above 200 kHz).
     """
-    path = Path(path)
     if isinstance(clip_or_samples, AudioClip):
         if sample_rate is not None and sample_rate != clip_or_samples.sample_rate:
             raise InputError(f"sample rate {sample_rate} differs from the clip's "
@@ -343,16 +516,5 @@ def save_audio(path: str | Path, clip_or_samples: AudioClip | np.ndarray,
         samples, rate = _as_float_samples(clip_or_samples), sample_rate
         _check_format(samples.shape[0], samples.shape[1], rate, max_seconds=None)
         _check_finite(samples)
-
-    file_format, subtype = check_audio_target(path)
-    if subtype == "VORBIS" and rate > _VORBIS_MAX_RATE:
-        raise InputError(f"Ogg Vorbis cannot hold {rate} Hz audio (limit {_VORBIS_MAX_RATE} Hz); "
-                         f"use .flac or .wav")
-    data = _to_int16(samples) if subtype == "PCM_16" else np.clip(samples, -1.0, 1.0)
-    try:
-        with atomic_output(path) as tmp:
-            sf.write(str(tmp), data.T, int(rate), format=file_format, subtype=subtype)
-    except RuntimeError as e:
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"cannot write {file_format} {subtype} audio at {rate} Hz, "
-                         f"{samples.shape[0]} channels: {message}") from None
+    with open_audio_writer(path, samples.shape[0], rate) as writer:
+        writer.write(samples)

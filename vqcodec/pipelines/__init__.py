@@ -11,15 +11,17 @@ import numpy as np
 
 from ..errors import InputError
 from ..format import MediaType, read_header
-from ..io.audio import AudioClip, load_audio, save_audio
+from ..io.audio import AudioClip, AudioReader, save_audio
 from ..io.image import load_image, save_image
 from ..io.media import is_audio_path
 from ..zoo.registry import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL
-from .audio import AudioCompression, compress_audio, decompress_audio
+from .audio import (AudioCompression, AudioInfo, compress_audio, decompress_audio,
+                    decompress_audio_to_file)
 from .image import ImageCompression, compress_image, decompress_image
 
-__all__ = ["compress_file", "decompress", "save_decoded", "describe_decoded",
-           "compress_image", "decompress_image", "compress_audio", "decompress_audio"]
+__all__ = ["compress_file", "decompress", "decompress_to_file", "save_decoded",
+           "describe_decoded", "compress_image", "decompress_image", "compress_audio",
+           "decompress_audio", "decompress_audio_to_file"]
 
 
 def compress_file(path: str | Path, *, quality: int | None = None, bitrate: float | None = None,
@@ -37,8 +39,9 @@ def compress_file(path: str | Path, *, quality: int | None = None, bitrate: floa
     if is_audio_path(path):
         if quality is not None:
             raise InputError("--quality is for images; audio takes --bitrate")
-        return compress_audio(load_audio(path), model=model or DEFAULT_AUDIO_MODEL,
-                              bitrate=bitrate, device=device)
+        with AudioReader(path) as reader:  # read window by window
+            return compress_audio(reader, model=model or DEFAULT_AUDIO_MODEL,
+                                  bitrate=bitrate, device=device)
     if bitrate is not None:
         raise InputError("--bitrate is for audio; images take --quality")
     return compress_image(load_image(path), model=model or DEFAULT_IMAGE_MODEL,
@@ -61,6 +64,18 @@ def decompress(data: bytes, *, model: str | None = None, device: str = "auto",
     return decompress_image(data, model=model, device=device, stages=stages)
 
 
+def decompress_to_file(data: bytes, path: str | Path, *, model: str | None = None,
+                       device: str = "auto", stages: int | None = None) -> str:
+    """Decode `.vqc` bytes into the file `path` (format from its suffix, atomically), audio
+    window by window; returns `describe_decoded` of what was written."""
+    if read_header(data, allow_truncation=True).media_type == MediaType.AUDIO:
+        info = decompress_audio_to_file(data, path, model=model, device=device, stages=stages)
+        return describe_decoded(info)
+    decoded = decompress_image(data, model=model, device=device, stages=stages)
+    save_image(decoded, path)
+    return describe_decoded(decoded)
+
+
 def save_decoded(decoded: np.ndarray | AudioClip, path: str | Path) -> None:
     """Write what `decompress` returned, in the format OUTPUT's suffix names (atomically)."""
     if isinstance(decoded, AudioClip):
@@ -69,8 +84,8 @@ def save_decoded(decoded: np.ndarray | AudioClip, path: str | Path) -> None:
         save_image(decoded, path)
 
 
-def describe_decoded(decoded: np.ndarray | AudioClip) -> str:
+def describe_decoded(decoded: np.ndarray | AudioClip | AudioInfo) -> str:
     """One line on what was decoded."""
-    if isinstance(decoded, AudioClip):
+    if isinstance(decoded, (AudioClip, AudioInfo)):
         return f"{decoded.seconds:.2f} s, {decoded.channels} ch at {decoded.sample_rate} Hz"
     return f"{decoded.shape[1]}x{decoded.shape[0]}"

@@ -1,9 +1,12 @@
 """Audio <-> `.vqc` bytes: the compress/decompress pipeline for audio.
 
 Each channel is resampled to the model's rate and coded on its own (one after another in the
-same stream); decoding resamples back to the input's rate and trims to its length. The
-autoencoder runs on windows of `WINDOW_SECONDS` with `MARGIN_FRAMES` of context on each side,
-so memory does not grow with the file; the prior codes chunks of its context length.
+same stream); decoding resamples back to the input's rate and trims to its length. Everything
+runs window by window, so memory does not grow with the file's length, only its indices do:
+the input is read (`io.audio.AudioReader`) and resampled (`WindowedResampler`) in windows of
+`WINDOW_SECONDS`, the autoencoder sees each with `MARGIN_FRAMES` of context on each side, the
+prior codes chunks of its context length, and the decoder writes the output in windows
+(`decompress_audio_to_file`).
 """
 from __future__ import annotations
 
@@ -15,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ..zoo.registry import DEFAULT_AUDIO_MODEL, LoadedModel, ModelError, load_model
-from ..io.audio import (MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioClip, as_audio_clip,
-                       resample)
+from ..io.audio import (MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioClip, AudioReader,
+                       WindowedResampler, as_audio_clip, open_audio_writer, resample)
 from ..format import ContainerHeader, MediaType, pack_container
 from ..device import resolve_device
 from .file import Compression, decode_indices, encode_indices, open_file, stages_to_decode
@@ -86,58 +89,88 @@ def model_output(decoded: np.ndarray, net, sample_rate: int, num_samples: int) -
     return np.pad(y, (0, max(0, num_samples - y.shape[0])))[:num_samples]
 
 
-def encode_channel(net, samples: torch.Tensor, num_stages: int) -> torch.Tensor:
-    """Mono waveform [T] (T a multiple of hop) -> indices [S', F], window by window.
+def _encode_windows(net, read, frames: int, num_stages: int, device) -> torch.Tensor:
+    """Indices [C, S', frames] of a model-rate signal given by `read(start, stop)` (samples
+    [C, stop - start], zeros past its end), window by window.
 
     The first n stages do not depend on how many more are asked for (residual quantization),
     so encoding all stages once serves every rate setting.
     """
     hop = net.config.hop
-    frames = samples.shape[0] // hop
     window = max(1, int(WINDOW_SECONDS * net.config.autoencoder.frame_rate))
     parts = []
     for lo, hi, keep_from, keep_to in _windows(frames, window, MARGIN_FRAMES):
-        x = samples[lo * hop:hi * hop].view(1, 1, -1)
-        parts.append(net.encode(x, num_stages)[0, :, keep_from:keep_to])
-    return torch.cat(parts, 1)
+        x = torch.as_tensor(read(lo * hop, hi * hop)).to(device)
+        parts.append(torch.stack([net.encode(channel.view(1, 1, -1), num_stages)[0, :, keep_from:keep_to]
+                                  for channel in x]).cpu())
+    return torch.cat(parts, 2)
+
+
+def encode_channel(net, samples: torch.Tensor, num_stages: int) -> torch.Tensor:
+    """Mono waveform [T] at the model's rate (T a multiple of hop) -> indices [S', F]."""
+    return _encode_windows(net, lambda a, b: samples[a:b][None], samples.shape[0] // net.config.hop,
+                           num_stages, samples.device)[0].to(samples.device)
+
+
+def encode_audio(net, source, num_stages: int, device) -> torch.Tensor:
+    """Indices [C, S', F] of every channel of `source` (an `AudioClip` or `AudioReader`, at any
+    rate), read and resampled to the model's rate window by window."""
+    config = net.config
+    signal = WindowedResampler(source, source.sample_rate, config.sample_rate)
+    frames = expected_frames(source.num_samples, source.sample_rate, config.sample_rate,
+                             config.hop)
+    return _encode_windows(net, signal.read, frames, num_stages, device)
+
+
+class DecodedSignal:
+    """The model-rate waveform [C, F * hop] of indices [C, S', F], decoded on demand: `read`
+    decodes the frames a range needs plus `MARGIN_FRAMES` each side (beyond the decoder's
+    receptive field, so windows join without seams)."""
+
+    def __init__(self, net, indices: torch.Tensor, device) -> None:
+        self.net, self.indices, self.device = net, indices, device
+        self.num_samples = indices.shape[-1] * net.config.hop
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        hop, frames = self.net.config.hop, self.indices.shape[-1]
+        lo = max(0, start // hop - MARGIN_FRAMES)
+        hi = min(frames, -(-stop // hop) + MARGIN_FRAMES)
+        with torch.no_grad():
+            y = torch.stack([self.net.decode(channel[None, :, lo:hi].to(self.device))[0, 0]
+                             for channel in self.indices])
+        return y[:, max(0, start - lo * hop):max(0, stop - lo * hop)].cpu().numpy()
 
 
 def decode_channel(net, indices: torch.Tensor) -> torch.Tensor:
     """Indices [S', F] -> mono waveform [F * hop], window by window."""
-    hop = net.config.hop
-    window = max(1, int(WINDOW_SECONDS * net.config.autoencoder.frame_rate))
-    parts = []
-    for lo, hi, keep_from, keep_to in _windows(indices.shape[1], window, MARGIN_FRAMES):
-        y = net.decode(indices[None, :, lo:hi])[0, 0]
-        parts.append(y[keep_from * hop:keep_to * hop])
-    return torch.cat(parts)
+    signal = DecodedSignal(net, indices[None], indices.device)
+    step = max(1, int(WINDOW_SECONDS * net.config.autoencoder.frame_rate)) * net.config.hop
+    return torch.from_numpy(np.concatenate(
+        [signal.read(a, a + step)[0] for a in range(0, signal.num_samples, step)])).to(indices.device)
 
 
-def compress_audio(audio: AudioClip | tuple[np.ndarray, int], *,
+def compress_audio(audio: AudioClip | AudioReader | tuple[np.ndarray, int], *,
                    model: str | LoadedModel = DEFAULT_AUDIO_MODEL, bitrate: float | None = None,
                    device: str = "auto") -> AudioCompression:
     """Compress audio into a `.vqc` file's bytes.
 
     Args:
-        audio: an `AudioClip`, or (samples, sample_rate) with samples float in [-1, 1] or int16,
-            shaped [n] (mono) or [channels, n].
+        audio: an `AudioClip`, an open `AudioReader` (read window by window), or (samples,
+            sample_rate) with samples float in [-1, 1] or int16, shaped [n] (mono) or
+            [channels, n].
         model: shipped model name, model file path, or a loaded model.
         bitrate: kbps before entropy coding (one of the model's rate settings, e.g. 1.5, 3, 6,
             12); default: the model's default.
         device: "auto", "cpu" or "cuda".
     """
     start = time.perf_counter()
-    clip = audio if isinstance(audio, AudioClip) else as_audio_clip(*audio)
+    clip = audio if isinstance(audio, (AudioClip, AudioReader)) else as_audio_clip(*audio)
     dev = resolve_device(device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
     loaded.require_kind("audio")
     net = loaded.model
     stages = stages_for_bitrate(loaded, bitrate)
-    channels = []
-    for samples in clip.samples:
-        x = model_input(samples, clip.sample_rate, net)
-        channels.append(encode_channel(net, x.to(dev), stages).cpu())
-    indices = torch.stack(channels)  # [C, S', F]
+    indices = encode_audio(net, clip, stages, dev)  # [C, S', F]
     coded, portable, check = encode_indices(loaded, indices)
     header = ContainerHeader(
         media_type=MediaType.AUDIO, model_id=loaded.name, weights_hash=loaded.weights_hash,
@@ -157,18 +190,11 @@ def expected_frames(num_samples: int, sample_rate: int, model_rate: int, hop: in
     return max(1, -(-resampled // hop))
 
 
-def decompress_audio(data: bytes, *, model: str | LoadedModel | None = None,
-                     device: str = "auto", stages: int | None = None) -> AudioClip:
-    """Decode a `.vqc` file's bytes to an `AudioClip` at the original rate, channels and length.
-
-    Args:
-        data: the file's bytes.
-        model: optional model name/path/loaded model; by default the one named in the file.
-        device: "auto", "cpu" or "cuda".
-        stages: reconstruct from the first `stages` stages only (a lower bitrate's sound).
-            Audio frames interleave all stages in one stream, so every stage is still
-            decoded (and checked); only the waveform is made from fewer. None: all stages.
-    """
+def decoded_audio(data: bytes, *, model: str | LoadedModel | None = None,
+                  device: str = "auto", stages: int | None = None):
+    """Decode a `.vqc` file's indices and return (header, blocks): `blocks` yields the audio
+    at the original rate, channels and length as float32 [C, n] arrays in [-1, 1], window by
+    window (see `decompress_audio`; the payload is decoded and checked before the first)."""
     header, payload, loaded, dev = open_file(data, MediaType.AUDIO, model, device)
     net = loaded.model
     if len(header.shape) != 2 or len(header.latent_shape) != 2:
@@ -185,9 +211,56 @@ def decompress_audio(data: bytes, *, model: str | LoadedModel | None = None,
                          "the model")
     num_stages = stages_to_decode(header, payload, stages)
     indices = decode_indices(header, loaded, payload, channels, header.num_stages, frames)
-    out = []
-    for c in range(channels):
-        y = decode_channel(net, indices[c, :num_stages].to(dev)).cpu().numpy()
-        out.append(model_output(y, net, header.sample_rate, num_samples))
-    samples = np.clip(np.stack(out), -1, 1).astype(np.float32)  # resampling can overshoot
-    return AudioClip(samples=samples, sample_rate=header.sample_rate)
+    signal = WindowedResampler(DecodedSignal(net, indices[:, :num_stages], dev),
+                               net.config.sample_rate, header.sample_rate)
+    step = max(1, int(WINDOW_SECONDS * header.sample_rate))
+
+    def blocks():
+        for start in range(0, num_samples, step):
+            block = signal.read(start, min(start + step, num_samples))
+            yield np.clip(block, -1, 1).astype(np.float32)  # resampling can overshoot
+
+    return header, blocks()
+
+
+def decompress_audio(data: bytes, *, model: str | LoadedModel | None = None,
+                     device: str = "auto", stages: int | None = None) -> AudioClip:
+    """Decode a `.vqc` file's bytes to an `AudioClip` at the original rate, channels and length.
+
+    Args:
+        data: the file's bytes.
+        model: optional model name/path/loaded model; by default the one named in the file.
+        device: "auto", "cpu" or "cuda".
+        stages: reconstruct from the first `stages` stages only (a lower bitrate's sound).
+            Audio frames interleave all stages in one stream, so every stage is still
+            decoded (and checked); only the waveform is made from fewer. None: all stages.
+    """
+    header, blocks = decoded_audio(data, model=model, device=device, stages=stages)
+    return AudioClip(samples=np.ascontiguousarray(np.concatenate(list(blocks), axis=1)),
+                     sample_rate=header.sample_rate)
+
+
+def decompress_audio_to_file(data: bytes, path, *, model: str | LoadedModel | None = None,
+                             device: str = "auto", stages: int | None = None) -> "AudioInfo":
+    """`decompress_audio` written to `path` (format from its suffix; atomically: no file on
+    an error) window by window, so that memory does not grow with the length. Returns what
+    was written (channels, rate, length)."""
+    header, blocks = decoded_audio(data, model=model, device=device, stages=stages)
+    channels, num_samples = header.shape
+    with open_audio_writer(path, channels, header.sample_rate) as writer:
+        for block in blocks:
+            writer.write(block)
+    return AudioInfo(channels=channels, sample_rate=header.sample_rate, num_samples=num_samples)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What was decoded to a file: channels, rate, samples per channel."""
+
+    channels: int
+    sample_rate: int
+    num_samples: int
+
+    @property
+    def seconds(self) -> float:
+        return self.num_samples / self.sample_rate
