@@ -230,6 +230,12 @@ def check_image_target(path: str | Path) -> str:
     return image_format
 
 
+# zlib level 1 for PNG (Pillow's default is 6): on a 2048x2048 decode 4x faster to write
+# (0.9 s against 3.8 s, session 8) for a file 12 % larger; a decoded image is usually an
+# intermediate, and whoever keeps it can recompress it.
+_SAVE_OPTIONS = {"PNG": {"compress_level": 1}}
+
+
 def save_image(array: np.ndarray, path: str | Path) -> None:
     """Write a uint8 image array atomically, in the format named by the file suffix.
 
@@ -251,4 +257,4 @@ def save_image(array: np.ndarray, path: str | Path) -> None:
 
     image = Image.fromarray(array)  # HxW uint8 -> "L", HxWx3 uint8 -> "RGB"
     with atomic_output(path) as tmp:
-        image.save(tmp, format=image_format)
+        image.save(tmp, format=image_format, **_SAVE_OPTIONS.get(image_format, {}))
