@@ -97,19 +97,25 @@ def _encode_windows(net, read, frames: int, num_stages: int, device) -> torch.Te
     so encoding all stages once serves every rate setting.
     """
     hop = net.config.hop
-    window = max(1, int(WINDOW_SECONDS * net.config.autoencoder.frame_rate))
     parts = []
-    for lo, hi, keep_from, keep_to in _windows(frames, window, MARGIN_FRAMES):
+    for lo, hi, keep_from, keep_to in _windows(frames, _window_frames(net), MARGIN_FRAMES):
         x = torch.as_tensor(read(lo * hop, hi * hop)).to(device)
-        parts.append(torch.stack([net.encode(channel.view(1, 1, -1), num_stages)[0, :, keep_from:keep_to]
-                                  for channel in x]).cpu())
+        codes = [net.encode(channel.view(1, 1, -1), num_stages)[0, :, keep_from:keep_to]
+                 for channel in x]
+        parts.append(torch.stack(codes).cpu())
     return torch.cat(parts, 2)
+
+
+def _window_frames(net) -> int:
+    return max(1, int(WINDOW_SECONDS * net.config.autoencoder.frame_rate))
 
 
 def encode_channel(net, samples: torch.Tensor, num_stages: int) -> torch.Tensor:
     """Mono waveform [T] at the model's rate (T a multiple of hop) -> indices [S', F]."""
-    return _encode_windows(net, lambda a, b: samples[a:b][None], samples.shape[0] // net.config.hop,
-                           num_stages, samples.device)[0].to(samples.device)
+    frames = samples.shape[0] // net.config.hop
+    indices = _encode_windows(net, lambda a, b: samples[a:b][None], frames, num_stages,
+                              samples.device)
+    return indices[0].to(samples.device)
 
 
 def encode_audio(net, source, num_stages: int, device) -> torch.Tensor:
@@ -144,9 +150,9 @@ class DecodedSignal:
 def decode_channel(net, indices: torch.Tensor) -> torch.Tensor:
     """Indices [S', F] -> mono waveform [F * hop], window by window."""
     signal = DecodedSignal(net, indices[None], indices.device)
-    step = max(1, int(WINDOW_SECONDS * net.config.autoencoder.frame_rate)) * net.config.hop
-    return torch.from_numpy(np.concatenate(
-        [signal.read(a, a + step)[0] for a in range(0, signal.num_samples, step)])).to(indices.device)
+    step = _window_frames(net) * net.config.hop
+    parts = [signal.read(a, a + step)[0] for a in range(0, signal.num_samples, step)]
+    return torch.from_numpy(np.concatenate(parts)).to(indices.device)
 
 
 def compress_audio(audio: AudioClip | AudioReader | tuple[np.ndarray, int], *,
