@@ -212,9 +212,7 @@ class StageByStageCodec:
         logits = logits.reshape(-1, logits.shape[-1])  # one row per symbol
         return logits, probability_table(logits)
 
-    def _nll_bits(self, scores: torch.Tensor, symbols: np.ndarray,
-                  table: np.ndarray | None = None) -> float:
-        # The float prior's NLL is of its float softmax, not of the quantized table.
+    def _nll_bits(self, scores: torch.Tensor, symbols: np.ndarray) -> float:
         return nll_bits(scores, symbols)
 
     def _next_coarse(self, coarse: torch.Tensor, codes: torch.Tensor, stage: int,
@@ -278,7 +276,7 @@ class StageByStageCodec:
             nonlocal nll
             symbols = want[s][window][mask.cpu()].reshape(-1).numpy()
             encoders[s if stream_per_stage else 0].add(symbols, table)
-            nll += self._nll_bits(logits, symbols, table)
+            nll += self._nll_bits(logits, symbols)
             return symbols
 
         self._walk(*want.shape[:3], code_pass, tile, assemble=False)
@@ -430,14 +428,12 @@ class IntegerStageCodec(StageByStageCodec):
         features = self.prior.pass_features(coarse_acc, codes, visible, stage, mask)  # [n, C]
         g, k = max(self.prior.num_groups, 1), self.prior.num_codes
         counts, table = self._table_buffers(len(features) * g, k)
-        probabilities = torch.from_numpy(table)  # the same memory
         for start in range(0, len(features), self.SCORE_CHUNK):
             part = features[start:start + self.SCORE_CHUNK]
             logits = self.prior.logits_from_features(part[None], stage)[0]  # [n', G, K]
             rows = slice(start * g, (start + len(part)) * g)
-            self.prior.counts(logits, out=counts[rows].view(len(part), g, k))
-            # counts / sum as `ExpTable.probabilities`, written in place
-            torch.div(counts[rows], counts[rows].sum(1, keepdim=True), out=probabilities[rows])
+            counts[rows] = self.prior.counts(logits.reshape(-1, k)).cpu()
+            table[rows] = ExpTable.probabilities(counts[rows]).numpy()
         return counts, table
 
     def _table_buffers(self, rows: int, k: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -450,11 +446,9 @@ class IntegerStageCodec(StageByStageCodec):
             self._scratch.buffers = buffers = (counts, counts.numpy().copy())
         return buffers[0][:rows], buffers[1][:rows]
 
-    def _nll_bits(self, counts: torch.Tensor, symbols: np.ndarray,
-                  table: np.ndarray | None = None) -> float:
-        # The table holds count / sum, correctly rounded: the same ratios as from the counts.
-        p = table if table is not None else ExpTable.probabilities(counts.cpu()).numpy()
-        return float(-np.log2(p[np.arange(len(symbols)), symbols]).sum())
+    def _nll_bits(self, counts: torch.Tensor, symbols: np.ndarray) -> float:
+        c = counts.cpu().numpy()
+        return float(-np.log2(c[np.arange(len(symbols)), symbols] / c.sum(1)).sum())
 
     def tables(self, indices: torch.Tensor) -> list[torch.Tensor]:
         """The integer count tables [n, K] of every pass (stream order) when coding `indices`

@@ -218,9 +218,9 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
             logits = acc.mul_(scale.reshape(b * g, 1, 1)).floor_()
             return logits.view(b, g, n, k).permute(0, 2, 1, 3)
 
-    def counts(self, logits: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Integer counts (>= 1) of integer logits, along the last dimension (into `out`)."""
-        return self.table(logits, out=out)
+    def counts(self, logits: torch.Tensor) -> torch.Tensor:
+        """Integer counts (>= 1) of integer logits, along the last dimension."""
+        return self.table(logits)
 
     # --- conversion ----------------------------------------------------------------------
 
