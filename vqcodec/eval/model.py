@@ -9,7 +9,7 @@ What differs between the media is only how a batch is encoded, scored and decode
   (stage s only depends on stages < s, so the first n stages' NLL is a partial sum); a
   grouped model is encoded once per rate weight. Grayscale images are decoded to RGB and
   converted to luma exactly as the pipeline does (`pipelines.image.rgb_to_luma`).
-* A clip is encoded window by window (`pipelines.audio.encode_channel`), and per rate setting
+* A clip is encoded window by window (`pipelines.audio.encode_audio`), and per rate setting
   one batched prior pass scores the chunks `FrameByFrameCodec` codes (`chunked_nll_bits`). The
   prior is run once per rate setting because it is told how many stages are coded (its rate
   embedding), so the first n stages' NLL is not a partial sum of the all-stage pass.
@@ -30,8 +30,8 @@ import torch
 from ..coding import rate_codec
 from ..errors import RDError
 from ..io.audio import AudioClip
-from ..pipelines.audio import (AudioCompression, compress_audio, decode_channel, decompress_audio,
-                               encode_channel, model_input, model_output)
+from ..pipelines.audio import (AudioCompression, compress_audio, decode_audio, decompress_audio,
+                               encode_audio)
 from ..pipelines.image import (ImageCompression, compress_image, decompress_image, image_to_tensor,
                                rgb_to_luma, to_8bit)
 from ..zoo.registry import LoadedModel
@@ -232,16 +232,14 @@ def chunked_nll_bits(codec, indices: torch.Tensor) -> float:
 
 
 def encode_clip(net, clip: AudioClip, stages: int, device: torch.device) -> torch.Tensor:
-    """Indices [C, S', F] of every channel, as `compress_audio` encodes them."""
-    return torch.stack([encode_channel(net, model_input(samples, clip.sample_rate, net)
-                                       .to(device), stages) for samples in clip.samples])
+    """Indices [C, S', F] of every channel, as `compress_audio` encodes them (on `device`)."""
+    return encode_audio(net, clip, stages, device).to(device)
 
 
 def decode_clip(net, indices: torch.Tensor, clip: AudioClip) -> np.ndarray:
     """What `decompress_audio` hands back for indices [C, S', F] of a clip."""
-    out = [model_output(decode_channel(net, channel).cpu().numpy(), net, clip.sample_rate,
-                        clip.num_samples) for channel in indices]
-    return np.clip(np.stack(out), -1, 1).astype(np.float32)  # resampling can overshoot
+    blocks = decode_audio(net, indices, clip.sample_rate, clip.num_samples, indices.device)
+    return np.concatenate(list(blocks), axis=1)
 
 
 def _clip_distortion(clips: Sequence[NamedClip], decoded: Sequence[np.ndarray]

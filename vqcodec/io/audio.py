@@ -274,14 +274,12 @@ class AudioReader:
         if start < self._start:
             raise ValueError("AudioReader reads forward only")
         end = self._start + self._buffer.shape[1]
+        keep = min(start, end)  # the buffer's new first sample
+        self._buffer = self._buffer[:, keep - self._start:]
         if stop > end:
-            self._buffer = np.concatenate([self._buffer[:, max(0, start - self._start):],
-                                           self._decode(stop - end)], axis=1)
-            self._start = max(self._start, min(start, end))
-        else:
-            self._buffer = self._buffer[:, start - self._start:]
-            self._start = start
-        return self._buffer[:, start - self._start:stop - self._start]
+            self._buffer = np.concatenate([self._buffer, self._decode(stop - end)], axis=1)
+        self._start = keep
+        return self._buffer[:, start - keep:stop - keep]
 
     def _decode(self, frames: int) -> np.ndarray:
         try:
@@ -290,7 +288,7 @@ class AudioReader:
             raise InputError(f"truncated or corrupted audio file: {self.path}") from None
         if data.shape[0] < frames:
             # A decoder that loses sync part-way stops early without an error (seen with Ogg).
-            got = self._file.tell() if data.shape[0] else self._start + self._buffer.shape[1]
+            got = self._start + self._buffer.shape[1] + data.shape[0]  # samples decoded
             if not got:
                 raise InputError(f"audio has no samples (zero length): {self.path}")
             raise InputError(f"truncated or corrupted audio file: {self.path} "

@@ -11,6 +11,7 @@ prior codes chunks of its context length, and the decoder writes the output in w
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,13 +81,6 @@ def model_input(samples: np.ndarray, sample_rate: int, net) -> torch.Tensor:
     zero-padded to a whole number of frames (a clip has >= 1 sample, so >= 1 frame)."""
     x = torch.from_numpy(resample(samples[None], sample_rate, net.config.sample_rate)[0])
     return F.pad(x, (0, -x.shape[0] % net.config.hop))
-
-
-def model_output(decoded: np.ndarray, net, sample_rate: int, num_samples: int) -> np.ndarray:
-    """One decoded channel at the model's rate -> `num_samples` at `sample_rate` (resampled
-    back, trimmed or zero-padded; not yet clipped to [-1, 1])."""
-    y = resample(decoded[None], net.config.sample_rate, sample_rate)[0]
-    return np.pad(y, (0, max(0, num_samples - y.shape[0])))[:num_samples]
 
 
 def _encode_windows(net, read, frames: int, num_stages: int, device) -> torch.Tensor:
@@ -170,22 +164,22 @@ def compress_audio(audio: AudioClip | AudioReader | tuple[np.ndarray, int], *,
         device: "auto", "cpu" or "cuda".
     """
     start = time.perf_counter()
-    clip = audio if isinstance(audio, (AudioClip, AudioReader)) else as_audio_clip(*audio)
+    source = audio if isinstance(audio, (AudioClip, AudioReader)) else as_audio_clip(*audio)
     dev = resolve_device(device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
     loaded.require_kind("audio")
     net = loaded.model
     stages = stages_for_bitrate(loaded, bitrate)
-    indices = encode_audio(net, clip, stages, dev)  # [C, S', F]
+    indices = encode_audio(net, source, stages, dev)  # [C, S', F]
     coded, portable, check = encode_indices(loaded, indices)
     header = ContainerHeader(
         media_type=MediaType.AUDIO, model_id=loaded.name, weights_hash=loaded.weights_hash,
-        num_stages=stages, shape=(clip.channels, clip.num_samples),
-        sample_rate=clip.sample_rate, latent_shape=(clip.channels, indices.shape[2]),
+        num_stages=stages, shape=(source.channels, source.num_samples),
+        sample_rate=source.sample_rate, latent_shape=(source.channels, indices.shape[2]),
         portable=portable, index_check=check)
     data = pack_container(header, coded.streams)
     return AudioCompression(data=data, header=header, payload_bytes=coded.payload_bits // 8,
-                            nll_bits=coded.nll_bits, duration=clip.seconds,
+                            nll_bits=coded.nll_bits, duration=source.seconds,
                             raw_kbps=net.config.kbps(stages),
                             seconds=time.perf_counter() - start)
 
@@ -217,16 +211,20 @@ def decoded_audio(data: bytes, *, model: str | LoadedModel | None = None,
                          "the model")
     num_stages = stages_to_decode(header, payload, stages)
     indices = decode_indices(header, loaded, payload, channels, header.num_stages, frames)
-    signal = WindowedResampler(DecodedSignal(net, indices[:, :num_stages], dev),
-                               net.config.sample_rate, header.sample_rate)
-    step = max(1, int(WINDOW_SECONDS * header.sample_rate))
+    return header, decode_audio(net, indices[:, :num_stages], header.sample_rate, num_samples,
+                                dev)
 
-    def blocks():
-        for start in range(0, num_samples, step):
-            block = signal.read(start, min(start + step, num_samples))
-            yield np.clip(block, -1, 1).astype(np.float32)  # resampling can overshoot
 
-    return header, blocks()
+def decode_audio(net, indices: torch.Tensor, sample_rate: int, num_samples: int,
+                 device) -> Iterator[np.ndarray]:
+    """The audio of indices [C, S', F] at `sample_rate`, `num_samples` long, as float32
+    [C, n] blocks in [-1, 1], decoded and resampled window by window."""
+    signal = WindowedResampler(DecodedSignal(net, indices, device), net.config.sample_rate,
+                               sample_rate)
+    step = max(1, int(WINDOW_SECONDS * sample_rate))
+    for start in range(0, num_samples, step):
+        block = signal.read(start, min(start + step, num_samples))
+        yield np.clip(block, -1, 1).astype(np.float32)  # resampling can overshoot
 
 
 def decompress_audio(data: bytes, *, model: str | LoadedModel | None = None,
