@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "golden"))
 from make_golden import golden_inputs  # noqa: E402
 
 from vqcodec.coding import file_codec  # noqa: E402
-from vqcodec.format import unpack_container  # noqa: E402
+from vqcodec.format import read_header, unpack_container  # noqa: E402
 from vqcodec.pipelines.audio import compress_audio, decompress_audio  # noqa: E402
 from vqcodec.pipelines.file import decode_indices  # noqa: E402
 from vqcodec.pipelines.image import compress_image, decompress_image  # noqa: E402
@@ -61,7 +61,9 @@ def report(model: str, out: Path, reference: Path | None) -> dict:
         pair = torch.stack([indices, indices.flip(-1)])
     else:
         pair = torch.cat([indices, indices.flip(-1)])[..., :codec.prior.context]
-    found = {"file": sha(data), "indices": sha(indices), "tables": sha(codec.tables(indices)),
+    tables = codec.tables(indices, **({"context_stages": read_header(data).context_stages}
+                                      if loaded.kind == "image" else {}))
+    found = {"file": sha(data), "indices": sha(indices), "tables": sha(tables),
              "batch": sha(codec.forward(pair))}
     out.with_suffix(".vqc").write_bytes(data)
     if reference is not None:

@@ -71,10 +71,13 @@ def test_round_trip(header: ContainerHeader, payload: bytes) -> None:
 
 def test_documented_header_size() -> None:
     # docs/format.md works this example through: version 2, 57 header bytes, payload, 4 CRC
-    # bytes; version 3, 58 header bytes (CRC included), 4 + 3 + 4 chunk bytes.
+    # bytes; version 3, 58 header bytes (CRC included), 4 + 3 + 4 chunk bytes; version 4,
+    # one byte more (the context stages).
     assert len(pack_container(IMAGE_HEADER, b"xyz")) == 57 + 3 + 4
-    v3 = dataclasses.replace(IMAGE_HEADER, version=FORMAT_VERSION)
-    assert FORMAT_VERSION == 3 and len(pack_container(v3, b"xyz")) == 58 + 4 + 3 + 4
+    v3 = dataclasses.replace(IMAGE_HEADER, version=3)
+    assert len(pack_container(v3, b"xyz")) == 58 + 4 + 3 + 4
+    v4 = dataclasses.replace(IMAGE_HEADER, version=FORMAT_VERSION)
+    assert FORMAT_VERSION == 4 and len(pack_container(v4, b"xyz")) == 59 + 4 + 3 + 4
 
 
 def test_weights_hash() -> None:
@@ -140,7 +143,7 @@ def test_error_messages(data: bytes, message: str) -> None:
 
 def test_unknown_version() -> None:
     data = MAGIC + bytes([7]) + SMALL[5:]
-    with pytest.raises(ContainerError, match=r"^unsupported \.vqc format version 7 \(this vqcodec reads versions 1, 2, 3; a newer vqcodec may read it\)$"):
+    with pytest.raises(ContainerError, match=r"^unsupported \.vqc format version 7 \(this vqcodec reads versions 1, 2, 3, 4; a newer vqcodec may read it\)$"):
         unpack_container(data)
 
 
@@ -295,8 +298,12 @@ _VALID = dict(
         {"portable": 1},
         {"index_check": -1},
         {"index_check": 2**32},
-        {"version": 4},
+        {"version": 5},
         {"num_chunks": 2},
+        {"context_stages": -1},
+        {"context_stages": 4},  # more than num_stages
+        {"num_stages": 2, "context_stages": 1, "version": 3},  # one-pass stages: version 4
+        {"context_stages": 0, "version": 4, "media_type": MediaType.AUDIO, "sample_rate": 8000},
         {"version": 2, "num_stages": 2, "num_chunks": 2},
     ],
 )
@@ -345,8 +352,8 @@ def test_unknown_flags_and_versions_are_refused() -> None:
     body = pack_container(IMAGE_HEADER, b"")[:-4]
     with pytest.raises(ContainerError, match="unknown flags 0x02"):
         unpack_container(_with_crc(body[:5] + b"\x02" + body[6:]))
-    with pytest.raises(ContainerError, match="unsupported .vqc format version 4"):
-        unpack_container(_with_crc(body[:4] + b"\x04" + body[5:]))
+    with pytest.raises(ContainerError, match="unsupported .vqc format version 5"):
+        unpack_container(_with_crc(body[:4] + b"\x05" + body[5:]))
 
 
 def test_writing_needs_an_index_check() -> None:

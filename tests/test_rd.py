@@ -24,7 +24,7 @@ from vqcodec.eval.items import NamedImage
 from vqcodec.eval.metrics import image_distortion
 from vqcodec.eval.model import evaluate_model, model_curve
 from vqcodec.eval.references import load_reference_curves
-from vqcodec.pipelines.image import (compress_image, decompress_image, image_to_tensor,
+from vqcodec.pipelines.image import (IMAGE_CONTEXT_STAGES, compress_image, decompress_image, image_to_tensor,
                                     rgb_to_luma)
 
 COMPRESSAI_KEYS = {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"}
@@ -106,7 +106,7 @@ def test_nll_is_the_priors_sum_and_the_entropy_coders(tiny_model, images, evalua
         x = image_to_tensor(im.array, net.config.stride, torch.device("cpu"))
         with torch.no_grad():
             indices = net.encode(x)
-            log2p = latent_codec(net).forward(indices)
+            log2p = latent_codec(net).forward(indices, context_stages=IMAGE_CONTEXT_STAGES)
         for q, n in zip(range(1, 5), tiny_model.qualities):
             want = float(-log2p[:, :n].double().sum())
             r = found[q, im.name]

@@ -1,13 +1,16 @@
 """The `.vqc` container: a small self-describing header, the entropy-coded payload, a CRC32.
 
 This module is the single place that knows the byte layout (documented in `docs/format.md`).
-Everything is little-endian. Version 3 (written):
+Everything is little-endian. Version 4 (written):
 
     magic (4) | version u8 | flags u8 | media type u8 | model id length u8 | model id bytes
     | weights hash (8) | num_stages u8 | ndim u8 | shape dims u32 each | sample_rate u32
     | latent ndim u8 | latent dims u32 each | index check u32 | chunk count u8
-    | [tile u16, only with the tiled flag] | header CRC32 u32
+    | context stages u8 | [tile u16, only with the tiled flag] | header CRC32 u32
     | chunk count x (chunk length u32 | chunk bytes | CRC32 u32)
+
+Version 3 (still read and writable) is the same without the context-stages byte: every stage
+is coded with the model's context schedule.
 
 Every CRC32 is zlib.crc32 of all the file's bytes before it, so a file cut after any chunk is
 still a verified prefix: with one chunk per stage (images), the first k chunks decode the first
@@ -49,19 +52,20 @@ __all__ = [
 # The 0x89 byte (as in PNG) makes the magic non-ASCII, so text tools and transfers that
 # mangle 8-bit data are caught by the very first check.
 MAGIC = b"VQC\x89"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
-WRITABLE_VERSIONS = (2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+WRITABLE_VERSIONS = (2, 3, 4)
 
 # What a payload is: one range-coder stream (versions 1, 2) or a tuple of separately coded
-# chunks (version 3).
+# chunks (versions 3, 4).
 Payload = bytes | tuple[bytes, ...]
 
 FLAG_PORTABLE = 0x01  # tables come from an exact integer prior: decodes on any machine
-# Version 3 only: the image's latent grid is coded in independent tiles, whose side (in latent
-# positions) a u16 after the chunk count gives. Untiled files are byte for byte as before.
+# Versions 3, 4: the image's latent grid is coded in independent tiles, whose side (in latent
+# positions) a u16 after the chunk count (version 4: the context stages) gives.
 FLAG_TILED = 0x02
-_KNOWN_FLAGS = {1: 0, 2: FLAG_PORTABLE, 3: FLAG_PORTABLE | FLAG_TILED}
+_KNOWN_FLAGS = {1: 0, 2: FLAG_PORTABLE, 3: FLAG_PORTABLE | FLAG_TILED,
+                4: FLAG_PORTABLE | FLAG_TILED}
 MAX_TILE = 0xFFFF
 
 MAX_MODEL_ID_LENGTH = 64
@@ -134,13 +138,18 @@ class ContainerHeader:
             with what it decoded; None for version-1 files, which carry none.
         version: the format version the header was read from, or is to be written in (default:
             the current one).
-        num_chunks: how many separately coded chunks the payload has (version 3): 1 (every
-            stage in one stream) or `num_stages` (chunk i holds stage i, so a file cut after k
-            chunks still decodes its first k stages). Always 1 before version 3.
-        tile: images of version 3: the side, in latent positions, of the tiles the latent
-            grid was coded in (independent windows in raster order within each stage's
+        num_chunks: how many separately coded chunks the payload has (versions 3, 4): 1
+            (every stage in one stream) or `num_stages` (chunk i holds stage i, so a file cut
+            after k chunks still decodes its first k stages). Always 1 before version 3.
+        tile: images of versions 3, 4: the side, in latent positions, of the tiles the
+            latent grid was coded in (independent windows in raster order within each stage's
             chunk), 1..65535; 0: one window, the whole grid. A tiled image has one chunk per
             stage, and a grid that fits in one tile is written untiled.
+        context_stages: images of version 4: how many leading stages were coded with the
+            model's context schedule, 0..num_stages; the later ones were coded in one pass
+            each (`coding.context.stage_schedules`). None (the default): all of them (written
+            as `num_stages`, which reads back as None), as always before version 4 and for
+            audio.
     """
 
     media_type: MediaType
@@ -155,6 +164,7 @@ class ContainerHeader:
     version: int = FORMAT_VERSION
     num_chunks: int = 1
     tile: int = 0
+    context_stages: int | None = None
 
     def __post_init__(self) -> None:
         # Frozen dataclass: normalise through object.__setattr__.
@@ -230,7 +240,7 @@ class ContainerHeader:
             raise ContainerError(f"tile must be 0 to {MAX_TILE}, got {tile}")
         if tile:
             if self.version < 3 or media_type is not MediaType.IMAGE:
-                raise ContainerError("only images of format version 3 are tiled")
+                raise ContainerError("only images of format versions 3 and 4 are tiled")
             if num_chunks != num_stages:
                 raise ContainerError("a tiled image has one chunk per stage")
             if len(self.latent_shape) != 2 or max(self.latent_shape) <= tile:
@@ -238,6 +248,16 @@ class ContainerHeader:
                                      f"{'x'.join(map(str, self.latent_shape))}: a grid that "
                                      "fits in one tile is written untiled")
         set_field(self, "tile", tile)
+        context = None if self.context_stages is None else _as_int(
+            self.context_stages, "context stages")
+        if context is not None and not 0 <= context <= num_stages:
+            raise ContainerError(f"context stages must be 0 to num_stages ({num_stages}), "
+                                 f"got {context}")
+        if context == num_stages:
+            context = None  # all stages: one meaning, one value
+        if context is not None and (self.version < 4 or media_type is not MediaType.IMAGE):
+            raise ContainerError("only images of format version 4 code stages in one pass")
+        set_field(self, "context_stages", context)
 
     @property
     def chunk_per_stage(self) -> bool:
@@ -294,11 +314,11 @@ def _encode_header(header: ContainerHeader) -> bytes:
 
 
 def pack_container(header: ContainerHeader, payload: bytes | Sequence[bytes]) -> bytes:
-    """Serialise a header and its payload into `.vqc` bytes, in `header.version` (2 or 3).
+    """Serialise a header and its payload into `.vqc` bytes, in `header.version` (2 to 4).
 
     Args:
         header: the (already validated) container header.
-        payload: version 3: the `header.num_chunks` chunks (one range-coder stream each; a
+        payload: versions 3, 4: the `header.num_chunks` chunks (one range-coder stream each; a
             single `bytes` is one chunk); version 2: the one stream. Each at most 2**32-1 bytes.
 
     Returns:
@@ -320,8 +340,11 @@ def pack_container(header: ContainerHeader, payload: bytes | Sequence[bytes]) ->
     if header.version == 2:
         body = _encode_header(header) + _U32.pack(len(chunks[0])) + chunks[0]
         return body + _U32.pack(zlib.crc32(body))
-    # Version 3: each CRC32 covers every byte of the file before it (the running CRC).
+    # Versions 3, 4: each CRC32 covers every byte of the file before it (the running CRC).
     body = _encode_header(header) + _U8.pack(header.num_chunks)
+    if header.version >= 4:
+        body += _U8.pack(header.num_stages if header.context_stages is None
+                         else header.context_stages)
     if header.tile:
         body += _U16.pack(header.tile)
     crc = zlib.crc32(body)
@@ -378,18 +401,18 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
 
     Checks run in this order: empty or too short, magic, format version, the bounds of every
     header field, media type, then (versions 1, 2) payload length (exactly the bytes before
-    the CRC) and CRC32, or (version 3) the header CRC32; then the header field values; then
-    (version 3) each chunk's bounds and CRC32, and nothing after the last chunk.
+    the CRC) and CRC32, or (versions 3, 4) the header CRC32; then the header field values; then
+    (versions 3, 4) each chunk's bounds and CRC32, and nothing after the last chunk.
 
     Args:
         data: the complete file contents (untrusted).
-        allow_truncation: accept a version-3 file cut short: the complete chunks are returned
+        allow_truncation: accept a version-3 or -4 file cut short: the complete chunks are returned
             (possibly none) and an incomplete last one is dropped; `stages_held` says how many
             stages they hold. A chunk whose CRC does not match is refused all the same.
 
     Returns:
         The header and the payload: the stream's bytes (versions 1, 2), or the tuple of the
-        chunks' bytes (version 3).
+        chunks' bytes (versions 3, 4).
 
     Raises:
         ContainerError: for anything that is not a valid container, and nothing else.
@@ -430,6 +453,7 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
     check = reader.u32("index check") if version >= 2 else None
     if version >= 3:
         num_chunks = reader.u8("chunk count")
+        context_stages = reader.u8("context stages") if version >= 4 else None
         tile = _U16.unpack(reader.take(_U16.size, "tile size"))[0] if flags & FLAG_TILED else 0
         crc_offset = reader.pos
         stored_crc = reader.u32("header checksum")
@@ -465,6 +489,7 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
             version=version,
             num_chunks=num_chunks,
             tile=tile if version >= 3 else 0,
+            context_stages=context_stages if version >= 4 else None,
         )
     except ContainerError as exc:
         raise ContainerError(f"invalid .vqc header: {exc}") from None
@@ -494,7 +519,7 @@ def _read_single_payload(reader: _Reader, payload_len: int) -> bytes:
 
 def _read_chunks(reader: _Reader, num_chunks: int, crc: int,
                  allow_truncation: bool) -> tuple[bytes, ...]:
-    """Version 3: the chunks after the header, each checked against its CRC32 (the running
+    """Versions 3, 4: the chunks after the header, each checked against its CRC32 (the running
     CRC of the file up to it; `crc` is the header's).
 
     Args:
@@ -535,7 +560,7 @@ def read_header(data: bytes, *, allow_truncation: bool = False) -> ContainerHead
 
     Args:
         data: the complete file contents (untrusted).
-        allow_truncation: accept a version-3 file cut short (see `unpack_container`).
+        allow_truncation: accept a version-3 or -4 file cut short (see `unpack_container`).
     """
     header, _ = unpack_container(data, allow_truncation=allow_truncation)
     return header

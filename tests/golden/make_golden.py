@@ -1,6 +1,9 @@
-"""Remake the golden files: for every shipped model, a 64x48 crop of `examples/kodim23.png` at
-qualities 1, 6 and 12 (images) or the first 2 s of `examples/speech-female.flac` at 1.5 and
-6 kbps (audio); each as the `.vqc` file, the SHA-256 of its indices and the decoded output.
+"""Remake the golden files of the current format version: for every shipped model, a 64x48
+crop of `examples/kodim23.png` at qualities 1, 6 and 12 (images) or the first 2 s of
+`examples/speech-female.flac` at 1.5 and 6 kbps (audio); each as the `.vqc` file, the SHA-256
+of its indices and the decoded output. Files of an earlier format version stay in the manifest
+as they are (`{model}-{setting}.vqc`: version 2; later ones `{model}-{setting}-v{N}.vqc`),
+so the files earlier vqcodec versions wrote stay tested.
 
     python tests/golden/make_golden.py
 
@@ -36,12 +39,14 @@ def golden_inputs() -> tuple[np.ndarray, tuple[np.ndarray, int]]:
 
 
 def main() -> None:
-    from vqcodec.format import unpack_container
+    from vqcodec.format import FORMAT_VERSION, read_header, unpack_container
     from vqcodec.pipelines.file import decode_indices
     import hashlib
 
     image, clip = golden_inputs()
-    manifest = {}
+    old = json.loads((HERE / "manifest.json").read_text()) if (HERE / "manifest.json").exists() else {}
+    manifest = {name: entry for name, entry in old.items()
+                if read_header((HERE / name).read_bytes()).version < FORMAT_VERSION}
     for name in shipped_models():
         loaded = load_model(name)
         if loaded.kind == "image":
@@ -50,7 +55,7 @@ def main() -> None:
         else:
             settings = [(f"{k:g}kbps", dict(bitrate=k)) for k in AUDIO_KBPS]
         for label, kwargs in settings:
-            stem = f"{name}-{label}"
+            stem = f"{name}-{label}-v{FORMAT_VERSION}"
             if loaded.kind == "image":
                 data = compress_image(image, model=loaded, device="cpu", **kwargs).data
                 decoded = f"{stem}.png"
@@ -66,6 +71,7 @@ def main() -> None:
             indices = decode_indices(header, loaded, payload, *shape)
             manifest[f"{stem}.vqc"] = {
                 "model": name, "setting": label, "decoded": decoded,
+                "version": FORMAT_VERSION,
                 "indices_sha256": hashlib.sha256(
                     np.ascontiguousarray(indices.numpy(), dtype="<i4").tobytes()).hexdigest()}
             print(stem, len(data), "bytes")

@@ -4,6 +4,11 @@ A schedule splits an H x W grid into passes; positions in pass p are predicted f
 stages and from the positions of passes < p of the same stage. Fewer passes decode faster, more
 passes give each position more context. Encoder and decoder must use the same schedule, so
 its name is part of a model's config.
+
+A file may code its later stages in one pass (`stage_schedules`): each of their positions is
+then predicted from the earlier stages only, as a schedule's first pass is. Late stages gain
+little from their own neighbours (their context is mostly the earlier stages), and one pass
+costs one evaluation of the prior instead of one per pass.
 """
 from __future__ import annotations
 
@@ -23,7 +28,29 @@ def quad(height: int, width: int) -> list[torch.Tensor]:
     return [(ii % 2 == a) & (jj % 2 == b) for a, b in ((0, 0), (1, 1), (0, 1), (1, 0))]
 
 
-SCHEDULES = {"checkerboard": checkerboard, "quad": quad}
+def single(height: int, width: int) -> list[torch.Tensor]:
+    """One pass: every position at once, predicted from the earlier stages only."""
+    return [torch.ones(height, width, dtype=torch.bool)]
+
+
+SCHEDULES = {"checkerboard": checkerboard, "quad": quad, "single": single}
+
+
+def stage_schedules(schedule: str, num_stages: int, context_stages: int | None = None
+                    ) -> list[str]:
+    """The schedule of each of `num_stages` stages: `schedule` for the first
+    `context_stages` (None: all), "single" (one pass) for the rest.
+
+    Args:
+        schedule: the model's context schedule.
+        num_stages: how many stages are coded.
+        context_stages: how many leading stages use `schedule` (>= 0), or None.
+    """
+    if context_stages is None:
+        return [schedule] * num_stages
+    if context_stages < 0:
+        raise ValueError(f"context_stages must be at least 0, got {context_stages}")
+    return [schedule if s < context_stages else "single" for s in range(num_stages)]
 
 
 def pass_masks(name: str, height: int, width: int) -> list[torch.Tensor]:

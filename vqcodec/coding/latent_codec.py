@@ -3,8 +3,12 @@
 `compress` and `decompress` run one loop, `_walk`, so the encoder computes exactly the prior
 evaluations the decoder will: same inputs, same shapes, same order. Stream order: stage 0..S'-1,
 within a stage the passes of the context schedule, within a pass positions in raster order.
-Stages can go into one range-coder stream or into one stream each (format version 3), and
-decoding can stop after any stage: a stage depends on earlier stages only.
+Stages can go into one range-coder stream or into one stream each (format versions 3, 4),
+and decoding can stop after any stage: a stage depends on earlier stages only.
+
+`context_stages=k` (format version 4) codes the stages from k on in one pass each
+(`context.stage_schedules`): their positions are predicted from the earlier stages only, so
+each costs one prior evaluation instead of one per pass of the schedule.
 
 Tiles (`tile=T`): the grid is cut into T x T windows (the last ones smaller) that are coded
 independently, in raster order, each walk seeing only its window (zero beyond its borders, as
@@ -27,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .context import pass_masks, passes_with_context
+from .context import pass_masks, passes_with_context, stage_schedules
 from ..nn.grouped_rvq import GroupedResidualQuantizer
 from ..nn.fixed_point import ExpTable, exact_mode
 from ..nn.image_prior import GroupedStagePrior, StagePrior
@@ -142,36 +146,41 @@ class StageByStageCodec:
         return self.quantizer.stages[stage].codebook[found[:, 0]]
 
     def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
-              tile: int | None = None, assemble: bool = True) -> torch.Tensor | None:
+              tile: int | None = None, assemble: bool = True,
+              context_stages: int | None = None) -> torch.Tensor | None:
         with single_thread():
-            found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble)
+            found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble,
+                                       context_stages)
             return None if found is None else self._from_walk_layout(found)
 
     def _walk_windows(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
-                      tile: int | None, assemble: bool = True) -> torch.Tensor | None:
+                      tile: int | None, assemble: bool = True,
+                      context_stages: int | None = None) -> torch.Tensor | None:
         """The walk over each window of `tile_windows` in turn (all stages of a window before
         the next window), assembled into indices [S', H, W, symbols per position]; None
         with `assemble=False` and several windows (an encoder, which has the indices, then
         holds no second copy of a large grid's)."""
         windows = tile_windows(height, width, tile)
         if len(windows) == 1:
-            return self._walk_window(num_stages, windows[0], code_pass)
+            return self._walk_window(num_stages, windows[0], code_pass, context_stages)
         indices = (torch.zeros(num_stages, height, width, self.symbols_per_position,
                                dtype=torch.long) if assemble else None)
         for rows, cols in windows:
-            found = self._walk_window(num_stages, (rows, cols), code_pass)
+            found = self._walk_window(num_stages, (rows, cols), code_pass, context_stages)
             if indices is not None:
                 indices[:, rows, cols] = found.cpu()
         return indices
 
-    def _walk_window(self, num_stages: int, window: Window, code_pass: PassCoder
-                     ) -> torch.Tensor:
+    def _walk_window(self, num_stages: int, window: Window, code_pass: PassCoder,
+                     context_stages: int | None = None) -> torch.Tensor:
         """One window's walk, stage by stage, pass by pass: indices [S', h, w, symbols]."""
         height = window[0].stop - window[0].start
         width = window[1].stop - window[1].start
         device = self._device()
         per_position = self.symbols_per_position
-        masks = [m.to(device) for m in pass_masks(self.prior.schedule, height, width)]
+        schedules = stage_schedules(self.prior.schedule, num_stages, context_stages)
+        masks_of = {name: [m.to(device) for m in pass_masks(name, height, width)]
+                    for name in set(schedules)}
         indices = torch.zeros(num_stages, height, width, per_position, dtype=torch.long,
                               device=device)
         coarse = torch.zeros(1, self.quantizer.dim, height, width, device=device,
@@ -181,7 +190,7 @@ class StageByStageCodec:
             codes = torch.zeros_like(coarse)
             visible = torch.zeros(1, 1, height, width, device=device, dtype=self.input_dtype)
             prepared = self._stage_input(coarse)  # shared by the stage's passes
-            for mask in masks:
+            for mask in masks_of[schedules[s]]:
                 scores, table = self._pass_tables(prepared, codes, visible, stage, mask)
                 found = torch.from_numpy(code_pass(s, window, mask, scores, table))
                 found = found.to(device).view(-1, per_position)
@@ -223,22 +232,42 @@ class StageByStageCodec:
 
     portable = False  # tables from float convolutions: decode on the machine that encoded
 
-    def forward(self, indices: torch.Tensor, stages: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, indices: torch.Tensor, stages: torch.Tensor | None = None,
+                context_stages: int | None = None) -> torch.Tensor:
         """Training/evaluation: log2-likelihoods (in bits, <= 0) of the given indices, all
-        positions of a pass at once (teacher forcing), in a differentiable form.
+        positions of a pass at once (teacher forcing); differentiable for the float priors.
 
         Args:
-            indices: [B, S', H, W].
+            indices: [B, S', H, W] ([B, R', G, H, W] grouped).
             stages: optional subset of stage numbers to evaluate (default: all S').
+            context_stages: as `compress(context_stages=)`: stages from this one on are
+                scored as one pass each (None: all with the prior's schedule).
         Returns:
-            [B, len(stages), H, W] log2 p(index).
+            [B, len(stages), H, W] ([B, len(stages), G, H, W] grouped) log2 p(index).
         """
-        b, s_total, h, w = indices.shape
+        s_total = indices.shape[1]
         stages = torch.arange(s_total) if stages is None else stages
+        names = stage_schedules(self.prior.schedule, s_total, context_stages)
+        picked = [names[int(s)] for s in stages]
+        if len(set(picked)) == 1:
+            return self._forward_stages(indices, stages, picked[0])
+        out = None
+        for name in dict.fromkeys(picked):  # each schedule's stages in one teacher-forced pass
+            where = torch.tensor([j for j, n in enumerate(picked) if n == name])
+            part = self._forward_stages(indices, stages[where.to(stages.device)], name)
+            if out is None:
+                out = part.new_zeros(part.shape[0], len(stages), *part.shape[2:])
+            out[:, where.to(out.device)] = part
+        return out
+
+    def _forward_stages(self, indices: torch.Tensor, stages: torch.Tensor,
+                        schedule: str) -> torch.Tensor:
+        """`forward` of the given stages, all coded with `schedule`."""
+        b, s_total, h, w = indices.shape
         cumulative = self.quantizer.cumulative(indices)  # [B, S', D, H, W]
         books = torch.stack([vq.codebook for vq in self.quantizer.stages])  # [S, K, D]
         out = torch.zeros(b, len(stages), h, w, device=indices.device)
-        masks = [m.to(indices.device) for m in pass_masks(self.prior.schedule, h, w)]
+        masks = [m.to(indices.device) for m in pass_masks(schedule, h, w)]
         n = len(stages)
         st = stages.to(indices.device).repeat(b)  # item (i, j) -> stages[j]
         coarse = cumulative[:, stages].reshape(b * n, -1, h, w)
@@ -253,7 +282,8 @@ class StageByStageCodec:
         return out
 
     def compress(self, indices: torch.Tensor, *, stream_per_stage: bool = False,
-                 tile: int | None = None) -> CompressedIndices:
+                 tile: int | None = None, context_stages: int | None = None
+                 ) -> CompressedIndices:
         """Code indices (the quantizer's layout: [S', H, W] here, [R', G, H, W] grouped).
 
         Args:
@@ -262,6 +292,8 @@ class StageByStageCodec:
                 the first k streams decode the first k stages), instead of a single stream.
             tile: code in independent tile x tile windows (see `tile_windows`); a grid of
                 more than one window needs `stream_per_stage`.
+            context_stages: code stages from this one on in one pass each (None: every
+                stage with the prior's schedule).
         """
         num_stages = indices.shape[0]
         if (not stream_per_stage and num_stages > 1
@@ -279,11 +311,13 @@ class StageByStageCodec:
             nll += self._nll_bits(logits, symbols)
             return symbols
 
-        self._walk(*want.shape[:3], code_pass, tile, assemble=False)
+        self._walk(*want.shape[:3], code_pass, tile, assemble=False,
+                   context_stages=context_stages)
         return CompressedIndices(tuple(e.finish() for e in encoders), nll)
 
     def decompress(self, payload: bytes | Sequence[bytes], num_stages: int, height: int,
-                   width: int, *, tile: int | None = None) -> torch.Tensor:
+                   width: int, *, tile: int | None = None,
+                   context_stages: int | None = None) -> torch.Tensor:
         """Indices (the quantizer's layout) of the first `num_stages` stages.
 
         Args:
@@ -292,6 +326,7 @@ class StageByStageCodec:
             num_stages: how many stages to decode, from stage 0.
             height, width: the latent grid.
             tile: the tile side the indices were coded with (`compress(tile=)`), or None.
+            context_stages: as the indices were coded with (`compress(context_stages=)`).
         """
         decoders = stage_decoders(payload, num_stages, self.quantizer.num_codes)
         one_stream = isinstance(payload, (bytes, bytearray, memoryview)) or len(payload) == 1
@@ -302,7 +337,8 @@ class StageByStageCodec:
                       table: np.ndarray) -> np.ndarray:
             return decoders[s].read(table)
 
-        return self._walk(num_stages, height, width, code_pass, tile)
+        return self._walk(num_stages, height, width, code_pass, tile,
+                          context_stages=context_stages)
 
     def sample(self, num_stages: int, height: int, width: int, draw: TableDraw) -> torch.Tensor:
         """Indices (the quantizer's layout) drawn from the prior in the codec's own order:
@@ -335,13 +371,13 @@ class GroupedStageCodec(StageByStageCodec):
     def _from_walk_layout(self, indices: torch.Tensor) -> torch.Tensor:
         return indices.permute(0, 3, 1, 2)
 
-    def forward(self, indices: torch.Tensor, stages: torch.Tensor | None = None) -> torch.Tensor:
+    def _forward_stages(self, indices: torch.Tensor, stages: torch.Tensor,
+                        schedule: str) -> torch.Tensor:
         """Log2-likelihoods [B, len(stages), G, H, W] of indices [B, R', G, H, W]."""
         b, s_total, g, h, w = indices.shape
-        stages = torch.arange(s_total) if stages is None else stages
         cumulative = self.quantizer.cumulative(indices)  # [B, R', D, H, W]
         out = torch.zeros(b, len(stages), g, h, w, device=indices.device)
-        masks = [m.to(indices.device) for m in pass_masks(self.prior.schedule, h, w)]
+        masks = [m.to(indices.device) for m in pass_masks(schedule, h, w)]
         n = len(stages)
         st = stages.to(indices.device).repeat(b)  # item (i, j) -> stages[j]
         coarse = cumulative[:, stages].reshape(b * n, -1, h, w)
@@ -399,10 +435,12 @@ class IntegerStageCodec(StageByStageCodec):
         return self.prior.coarse_table.device
 
     def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
-              tile: int | None = None, assemble: bool = True) -> torch.Tensor | None:
+              tile: int | None = None, assemble: bool = True,
+              context_stages: int | None = None) -> torch.Tensor | None:
         try:
             with exact_mode():
-                found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble)
+                found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble,
+                                           context_stages)
                 return None if found is None else self._from_walk_layout(found)
         finally:
             self._scratch.buffers = None  # a grid's worth: not kept past the walk
@@ -450,7 +488,8 @@ class IntegerStageCodec(StageByStageCodec):
         c = counts.cpu().numpy()
         return float(-np.log2(c[np.arange(len(symbols)), symbols] / c.sum(1)).sum())
 
-    def tables(self, indices: torch.Tensor) -> list[torch.Tensor]:
+    def tables(self, indices: torch.Tensor, context_stages: int | None = None
+               ) -> list[torch.Tensor]:
         """The integer count tables [n, K] of every pass (stream order) when coding `indices`
         (for cross-kernel and cross-device tests)."""
         want = self._to_walk_layout(indices.cpu())
@@ -460,23 +499,24 @@ class IntegerStageCodec(StageByStageCodec):
             out.append(counts.clone())  # the walk reuses its buffers
             return want[s][window][mask.cpu()].reshape(-1).numpy()
 
-        self._walk(*want.shape[:3], code_pass)
+        self._walk(*want.shape[:3], code_pass, context_stages=context_stages)
         return out
 
-    def forward(self, indices: torch.Tensor, stages: torch.Tensor | None = None) -> torch.Tensor:
+    def _forward_stages(self, indices: torch.Tensor, stages: torch.Tensor,
+                        schedule: str) -> torch.Tensor:
         """Exact log2-likelihoods (from the counts) of indices [B, S', (G,) H, W], all positions
         of a pass at once (teacher forcing): [B, len(stages), (G,) H, W]. Not differentiable."""
         grouped = self.prior.grouped
         b, s_total = indices.shape[:2]
         h, w = indices.shape[-2:]
         g = max(self.prior.num_groups, 1)
-        stages = torch.arange(s_total) if stages is None else stages.cpu()
+        stages = stages.cpu()
         n = len(stages)
         device = self._device()
         walk = self._to_walk_layout(indices.reshape(b * s_total, *indices.shape[2:]))
         walk = walk.reshape(b, s_total, h, w, g).to(device)  # [B, S', H, W, G]
         out = torch.zeros(b, n, h, w, g, dtype=torch.float64)
-        masks = [m.to(device) for m in pass_masks(self.prior.schedule, h, w)]
+        masks = [m.to(device) for m in pass_masks(schedule, h, w)]
         with exact_mode():
             for i in range(b):  # one image at a time bounds memory; results do not depend on it
                 coarse_all = torch.zeros(s_total, h, w, self.quantizer.dim, dtype=torch.float64,

@@ -32,8 +32,8 @@ from ..errors import RDError
 from ..io.audio import AudioClip
 from ..pipelines.audio import (AudioCompression, compress_audio, decode_audio, decompress_audio,
                                encode_audio)
-from ..pipelines.image import (ImageCompression, compress_image, decompress_image, image_to_tensor,
-                               rgb_to_luma, to_8bit)
+from ..pipelines.image import (IMAGE_CONTEXT_STAGES, ImageCompression, compress_image,
+                               decompress_image, image_to_tensor, rgb_to_luma, to_8bit)
 from ..zoo.registry import LoadedModel
 from .items import NamedClip, NamedImage, RDItem
 from .metrics import MS_SSIM_MIN_SIDE, clip_distortion, image_distortion, image_levels
@@ -170,7 +170,8 @@ def _image_batches(loaded: LoadedModel, images: Sequence[NamedImage],
             coded, cum_bits = {}, {}
             for lam, max_stages in by_lambda.items():
                 coded[lam] = net.encode(x, max_stages, lam)
-                log2p = rate_codec(net).forward(coded[lam])  # [B, S, (G,) h', w']
+                # [B, S, (G,) h', w'], scored as compress_image codes them
+                log2p = rate_codec(net).forward(coded[lam], context_stages=IMAGE_CONTEXT_STAGES)
                 # [B, S]: NLL of the first n stages
                 cum_bits[lam] = (-log2p.double().flatten(2).sum(2)).cumsum(1).cpu().numpy()
             _sync(device)

@@ -30,7 +30,7 @@ def open_file(data: bytes, media_type: MediaType, model: str | LoadedModel | Non
               device: str) -> tuple[ContainerHeader, Payload, LoadedModel, torch.device]:
     """Verify a `.vqc` file's container and find the model that wrote it.
 
-    A version-3 file cut short is accepted here, its complete chunks returned:
+    A file (version 3 or later) cut short is accepted here, its complete chunks returned:
     `stages_to_decode` then says whether they hold the stages asked for.
 
     Args:
@@ -56,7 +56,8 @@ def encode_indices(loaded: LoadedModel, indices: torch.Tensor, **options):
     Args:
         loaded: the model.
         indices: in the codec's layout.
-        options: for the codec's `compress` (images: `stream_per_stage`, `tile`).
+        options: for the codec's `compress` (images: `stream_per_stage`, `tile`,
+            `context_stages`).
 
     Returns:
         (coded, portable, check): the `CompressedIndices` (streams, NLL), whether the tables
@@ -104,11 +105,12 @@ def decode_indices(header: ContainerHeader, loaded: LoadedModel, payload: Payloa
     Args:
         header: the file's (verified) header.
         loaded: the model the header names (weights hash already checked).
-        payload: the range-coder stream, or the chunks (one stream each) of a version-3 file.
+        payload: the range-coder stream, or the chunks (one stream each) of a version-3/4 file.
         shape: what the codec's `decompress` takes after the payload.
         complete: every coded stage is decoded, so the index check applies (it covers the
             indices of all stages); False when fewer stages are asked for.
-        options: for the codec's `decompress` (images: `tile`).
+        options: for the codec's `decompress` (images: `tile`); an image's `context_stages`
+            comes from the header.
 
     Raises:
         CorruptPayloadError: the payload does not decode, or decodes to other indices than
@@ -124,6 +126,8 @@ def decode_indices(header: ContainerHeader, loaded: LoadedModel, payload: Payloa
             f"invalid .vqc header: the file says its tables are "
             f"{'exact (portable)' if header.portable else 'float'}, but model "
             f"{loaded.name!r} has a{'n exact integer' if portable else ' float'} prior")
+    if header.media_type == MediaType.IMAGE:
+        options.setdefault("context_stages", header.context_stages)
     try:
         indices = codec.decompress(payload, *shape, **options)
     except CorruptPayloadError:

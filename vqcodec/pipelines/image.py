@@ -41,6 +41,13 @@ IMAGE_TILE = 64
 # serves from reused memory: about twice as fast as 4096 (fresh pages every band), same indices.
 ENCODE_BAND_POSITIONS = 1024
 DECODE_BAND_POSITIONS = 16384
+# How many leading stages (rounds) are coded with the model's context schedule; the later
+# ones are coded in one pass each, predicted from the earlier rounds only (format version 4).
+# Measured on every 4th Kodak image with vqimage-v3i (docs/ablations.md, session 9): from
+# round 2 on one pass costs +1.4 % of the bits at quality 1 and +0.15-0.18 % at 6 and 12, and
+# saves 4 of the 11 prior evaluations that see anything (round 0's first pass sees nothing
+# and is nearly free); from round 1 on, +2.5 % at quality 1 for one evaluation more.
+IMAGE_CONTEXT_STAGES = 2
 
 
 @dataclass
@@ -178,7 +185,8 @@ def image_to_indices(net, array: np.ndarray, stages: int, rd_lambda: float,
 
 def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
                    quality: int | None = None, device: str = "auto",
-                   tile: int = IMAGE_TILE) -> ImageCompression:
+                   tile: int = IMAGE_TILE,
+                   context_stages: int | None = IMAGE_CONTEXT_STAGES) -> ImageCompression:
     """Compress an image (PIL image or uint8 array HxW / HxWx3) into a `.vqc` file's bytes.
 
     Args:
@@ -188,9 +196,17 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
         device: "auto", "cpu" or "cuda".
         tile: the side, in latent positions, of the tiles a latent grid larger than one
             tile is coded in (1..65535; the file records it); default `IMAGE_TILE`.
+        context_stages: code the stages from this one on in one pass each (faster, a few
+            tenths of a percent larger; the file records it); None: every stage with the
+            model's context schedule. Default `IMAGE_CONTEXT_STAGES`.
     """
     if isinstance(tile, bool) or not isinstance(tile, int) or not 1 <= tile <= MAX_TILE:
         raise InputError(f"tile must be an integer 1 to {MAX_TILE}, got {tile!r}")
+    if context_stages is not None and (isinstance(context_stages, bool)
+                                       or not isinstance(context_stages, int)
+                                       or context_stages < 0):
+        raise InputError(f"context_stages must be an integer >= 0 or None, got "
+                         f"{context_stages!r}")
     start = time.perf_counter()
     dev = resolve_device(device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
@@ -202,16 +218,18 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
     stages, rd_lambda = loaded.rate_for_quality(
         loaded.default_quality if quality is None else quality)
     indices = image_to_indices(net, array, stages, rd_lambda, dev)
+    context = stages if context_stages is None else min(context_stages, stages)
     latent_shape = tuple(indices.shape[-2:])
     tiled = max(latent_shape) > tile  # a grid that fits in one tile is coded untiled
     # One chunk per stage: a file cut after k chunks still decodes its first k stages.
     coded, portable, check = encode_indices(loaded, indices, stream_per_stage=True,
-                                            tile=tile if tiled else None)
+                                            tile=tile if tiled else None,
+                                            context_stages=context)
     header = ContainerHeader(
         media_type=MediaType.IMAGE, model_id=loaded.name, weights_hash=loaded.weights_hash,
         num_stages=stages, shape=(channels, height, width), sample_rate=0,
         latent_shape=latent_shape, portable=portable, index_check=check,
-        num_chunks=stages, tile=tile if tiled else 0)
+        num_chunks=stages, tile=tile if tiled else 0, context_stages=context)
     data = pack_container(header, coded.streams)
     return ImageCompression(data=data, header=header, payload_bytes=coded.payload_bits // 8,
                             nll_bits=coded.nll_bits, num_pixels=height * width,
@@ -227,8 +245,8 @@ def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
         model: optional model name/path/loaded model; by default the one named in the file.
         device: "auto", "cpu" or "cuda".
         stages: decode only the first `stages` stages (rounds), a coarser picture; the
-            stream stops being read after them, and a version-3 file cut after that many
-            chunks suffices. None: all stages the file codes.
+            stream stops being read after them, and a file (version 3 or later) cut after
+            that many chunks suffices. None: all stages the file codes.
     """
     header, payload, loaded, dev = open_file(data, MediaType.IMAGE, model, device)
     net = loaded.model
