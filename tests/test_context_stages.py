@@ -151,3 +151,20 @@ def test_version_3_files_code_every_stage_with_the_schedule(tiny_integer_grouped
         ContainerHeader(media_type=MediaType.IMAGE, model_id="m", weights_hash=bytes(8),
                         num_stages=3, shape=(3, 8, 8), sample_rate=0, latent_shape=(1, 1),
                         version=3, num_chunks=3, context_stages=1)
+
+
+def test_parts_of_a_pass_write_the_same_stream(tiny_integer_grouped_model, rng, monkeypatch):
+    """The exact codec scores and codes a pass in parts of `SCORE_CHUNK` positions: the part
+    size must not change the stream."""
+    loaded = tiny_integer_grouped_model
+    codec = file_codec(loaded.model)
+    stages, lam = loaded.rate_for_quality(4)
+    indices = image_to_indices(loaded.model, smooth_image(rng, 40, 56), stages, lam, CPU)
+    want = codec.compress(indices, stream_per_stage=True, context_stages=1)
+    tables = codec.tables(indices, context_stages=1)
+    monkeypatch.setattr(type(codec), "SCORE_CHUNK", 5)  # a 3 x 4 grid: parts of 5, 5, 2
+    got = codec.compress(indices, stream_per_stage=True, context_stages=1)
+    assert got.streams == want.streams and got.nll_bits == pytest.approx(want.nll_bits)
+    assert all(torch.equal(a, b) for a, b in zip(codec.tables(indices, context_stages=1), tables))
+    assert torch.equal(codec.decompress(got.streams, stages, *indices.shape[-2:],
+                                        context_stages=1), indices)

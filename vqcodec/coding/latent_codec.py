@@ -21,11 +21,10 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Callable
 
 import math
-import threading
 
 import numpy as np
 import torch
@@ -41,9 +40,11 @@ from .entropy import IndexDecoder, IndexEncoder, nll_bits, probability_table
 if TYPE_CHECKING:
     from ..nn.integer_prior import IntegerStagePrior
 
-# (stage, window (rows, columns) of the grid being walked, pass mask [h, w] of the window,
-# scores of the pass's positions [n, K], their probability table [n, K]) -> the indices at
-# those positions [n]
+# (stage, window (rows, columns) of the grid being walked, mask [h, w] of the window's
+# positions in this part of a pass, their scores [n, K] and probability table [n, K]) -> the
+# indices at those positions [n]. A pass may come in several parts, each a run of its
+# positions in raster order, in that order: coding them one after another writes the same
+# stream as coding the pass at once.
 Window = tuple[slice, slice]
 PassCoder = Callable[[int, Window, torch.Tensor, torch.Tensor, np.ndarray], np.ndarray]
 
@@ -191,8 +192,10 @@ class StageByStageCodec:
             visible = torch.zeros(1, 1, height, width, device=device, dtype=self.input_dtype)
             prepared = self._stage_input(coarse)  # shared by the stage's passes
             for mask in masks_of[schedules[s]]:
-                scores, table = self._pass_tables(prepared, codes, visible, stage, mask)
-                found = torch.from_numpy(code_pass(s, window, mask, scores, table))
+                found = torch.cat([
+                    torch.from_numpy(code_pass(s, window, part, scores, table))
+                    for part, scores, table in self._pass_tables(prepared, codes, visible,
+                                                                 stage, mask)])
                 found = found.to(device).view(-1, per_position)
                 indices[s][mask] = found
                 codes[0][:, mask] = self._codewords(s, found).t()
@@ -213,13 +216,15 @@ class StageByStageCodec:
         return coarse
 
     def _pass_tables(self, coarse: torch.Tensor, codes: torch.Tensor, visible: torch.Tensor,
-                     stage: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        """(scores, probability table [n, K]) of one pass's symbols (one row per symbol);
-        `_nll_bits(scores, symbols)` is their ideal code length. `coarse`: what
-        `_stage_input` made of the stage's coarse input."""
+                     stage: torch.Tensor, mask: torch.Tensor
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+        """(part mask, scores, probability table [n, K]) of the parts of one pass (see
+        `PassCoder`; one row per symbol); `_nll_bits(scores, symbols)` is their ideal code
+        length. `coarse`: what `_stage_input` made of the stage's coarse input. Here the whole
+        pass is one part."""
         logits = self.prior.logits(coarse, codes, visible, stage)[0][mask]
         logits = logits.reshape(-1, logits.shape[-1])  # one row per symbol
-        return logits, probability_table(logits)
+        yield mask, logits, probability_table(logits)
 
     def _nll_bits(self, scores: torch.Tensor, symbols: np.ndarray) -> float:
         return nll_bits(scores, symbols)
@@ -419,7 +424,6 @@ class IntegerStageCodec(StageByStageCodec):
 
     def __init__(self, *, prior: "IntegerStagePrior", quantizer) -> None:
         self.prior, self.quantizer = prior, quantizer
-        self._scratch = threading.local()  # per-thread table buffers (`_table_buffers`)
 
     @property
     def symbols_per_position(self) -> int:
@@ -437,13 +441,10 @@ class IntegerStageCodec(StageByStageCodec):
     def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
               tile: int | None = None, assemble: bool = True,
               context_stages: int | None = None) -> torch.Tensor | None:
-        try:
-            with exact_mode():
-                found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble,
-                                           context_stages)
-                return None if found is None else self._from_walk_layout(found)
-        finally:
-            self._scratch.buffers = None  # a grid's worth: not kept past the walk
+        with exact_mode():
+            found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble,
+                                       context_stages)
+            return None if found is None else self._from_walk_layout(found)
 
     def _codewords(self, stage: int, found: torch.Tensor) -> torch.Tensor:
         return self.prior.current_codewords(stage, found)
@@ -452,8 +453,10 @@ class IntegerStageCodec(StageByStageCodec):
                      indices: torch.Tensor) -> torch.Tensor:
         return coarse + self.prior.coarse_codewords(stage, indices).permute(2, 0, 1)[None]
 
-    # Positions scored at once: bounds the temporaries (logits, counts) of a pass to a few
-    # MiB, which the allocator reuses, instead of fresh pages for every pass of a large tile.
+    # Positions scored and coded at once (one part of a pass): bounds a pass's tables (logits,
+    # counts, probabilities) to a few MiB, which the allocator reuses and the coder reads
+    # while they are still in cache, instead of a whole tile's (a one-pass round of a 64 x 64
+    # tile: 128 MiB each).
     SCORE_CHUNK = 256
 
     def _stage_input(self, coarse: torch.Tensor) -> torch.Tensor | None:
@@ -462,27 +465,18 @@ class IntegerStageCodec(StageByStageCodec):
 
     def _pass_tables(self, coarse_acc: torch.Tensor | None, codes: torch.Tensor,
                      visible: torch.Tensor, stage: torch.Tensor, mask: torch.Tensor
-                     ) -> tuple[torch.Tensor, np.ndarray]:
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+        # The features of the whole pass first: they depend on earlier passes only.
         features = self.prior.pass_features(coarse_acc, codes, visible, stage, mask)  # [n, C]
-        g, k = max(self.prior.num_groups, 1), self.prior.num_codes
-        counts, table = self._table_buffers(len(features) * g, k)
+        k = self.prior.num_codes
+        rows, cols = mask.nonzero(as_tuple=True)  # raster order, as the features
         for start in range(0, len(features), self.SCORE_CHUNK):
-            part = features[start:start + self.SCORE_CHUNK]
-            logits = self.prior.logits_from_features(part[None], stage)[0]  # [n', G, K]
-            rows = slice(start * g, (start + len(part)) * g)
-            counts[rows] = self.prior.counts(logits.reshape(-1, k)).cpu()
-            table[rows] = ExpTable.probabilities(counts[rows]).numpy()
-        return counts, table
-
-    def _table_buffers(self, rows: int, k: int) -> tuple[torch.Tensor, np.ndarray]:
-        """(counts, table) arrays of `rows` rows, reused across the passes of a walk: a large
-        tile's tables are tens of MiB, and fresh ones would be new pages every pass. A pass
-        coder uses them before the next pass (`tables` keeps copies)."""
-        buffers = getattr(self._scratch, "buffers", None)
-        if buffers is None or len(buffers[0]) < rows:
-            counts = torch.empty(rows, k, dtype=torch.float64)
-            self._scratch.buffers = buffers = (counts, counts.numpy().copy())
-        return buffers[0][:rows], buffers[1][:rows]
+            end = start + self.SCORE_CHUNK
+            logits = self.prior.logits_from_features(features[None, start:end], stage)[0]
+            counts = self.prior.counts(logits.reshape(-1, k)).cpu()  # [n' * G, K]
+            part = torch.zeros_like(mask)
+            part[rows[start:end], cols[start:end]] = True
+            yield part, counts, ExpTable.probabilities(counts).numpy()
 
     def _nll_bits(self, counts: torch.Tensor, symbols: np.ndarray) -> float:
         c = counts.cpu().numpy()
@@ -493,14 +487,18 @@ class IntegerStageCodec(StageByStageCodec):
         """The integer count tables [n, K] of every pass (stream order) when coding `indices`
         (for cross-kernel and cross-device tests)."""
         want = self._to_walk_layout(indices.cpu())
-        out = []
+        parts = []
 
         def code_pass(s, window, mask, counts, table):
-            out.append(counts.clone())  # the walk reuses its buffers
+            parts.append(counts)
             return want[s][window][mask.cpu()].reshape(-1).numpy()
 
         self._walk(*want.shape[:3], code_pass, context_stages=context_stages)
-        return out
+        # The parts joined into passes: rows per pass = its positions x symbols per position.
+        rows = [int(m.sum()) * want.shape[-1]
+                for name in stage_schedules(self.prior.schedule, want.shape[0], context_stages)
+                for m in pass_masks(name, *want.shape[1:3])]
+        return list(torch.cat(parts).split(rows))
 
     def _forward_stages(self, indices: torch.Tensor, stages: torch.Tensor,
                         schedule: str) -> torch.Tensor:
