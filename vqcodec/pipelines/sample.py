@@ -1,5 +1,8 @@
 """Pictures and sounds drawn from a model's prior: indices sampled stage by stage and pass by
-pass (images) or frame by frame (audio), in the very order the codec codes them, then decoded.
+pass (images) or frame by frame (audio), in the order the codec codes them, then decoded.
+Images are sampled with every stage in the passes of the model's context schedule, the most
+context the prior can use (files code the later stages in one pass, to save time:
+`pipelines.image.IMAGE_CONTEXT_STAGES`).
 
 The walk is the file codec's (`coding.file_codec`): over the exact integer prior when the
 model has one, so at temperature 1 a seed gives the same indices on every machine (see
