@@ -72,12 +72,12 @@ def test_round_trip(header: ContainerHeader, payload: bytes) -> None:
 def test_documented_header_size() -> None:
     # docs/format.md works this example through: version 2, 57 header bytes, payload, 4 CRC
     # bytes; version 3, 58 header bytes (CRC included), 4 + 3 + 4 chunk bytes; version 4,
-    # one byte more (the context stages).
+    # two bytes more (the context stages, the anchor weight).
     assert len(pack_container(IMAGE_HEADER, b"xyz")) == 57 + 3 + 4
     v3 = dataclasses.replace(IMAGE_HEADER, version=3)
     assert len(pack_container(v3, b"xyz")) == 58 + 4 + 3 + 4
     v4 = dataclasses.replace(IMAGE_HEADER, version=FORMAT_VERSION)
-    assert FORMAT_VERSION == 4 and len(pack_container(v4, b"xyz")) == 59 + 4 + 3 + 4
+    assert FORMAT_VERSION == 4 and len(pack_container(v4, b"xyz")) == 60 + 4 + 3 + 4
 
 
 def test_weights_hash() -> None:

@@ -128,14 +128,14 @@ def test_a_changed_context_stage_count_is_refused(tiny_integer_grouped_model, rn
     with pytest.raises(ContainerError, match="header CRC mismatch"):
         decompress_image(bytes(changed), model=loaded, device="cpu")
     # Behind a valid CRC (a faulty writer), the index check catches the other schedule.
-    forged = _with_header_crc(bytes(changed), at + 1)
+    forged = _with_header_crc(bytes(changed), at + 2)  # after the anchor weight byte
     assert unpack_container(forged)[0].context_stages == header.context_stages - 1
     with pytest.raises(ContainerError, match="corrupted"):
         decompress_image(forged, model=loaded, device="cpu")
     too_many = bytearray(data)
     too_many[at] = header.num_stages + 1
     with pytest.raises(ContainerError, match="context stages must be 0 to num_stages"):
-        unpack_container(_with_header_crc(bytes(too_many), at + 1))
+        unpack_container(_with_header_crc(bytes(too_many), at + 2))
 
 
 def test_version_3_files_code_every_stage_with_the_schedule(tiny_integer_grouped_model, rng):
@@ -144,7 +144,7 @@ def test_version_3_files_code_every_stage_with_the_schedule(tiny_integer_grouped
     result = compress_image(image, model=loaded, quality=4, device="cpu", context_stages=None)
     header, chunks = unpack_container(result.data)
     v3 = pack_container(dataclasses.replace(header, version=3), chunks)
-    assert len(v3) == len(result.data) - 1  # no context-stages byte
+    assert len(v3) == len(result.data) - 2  # no context-stages and anchor-weight bytes
     assert np.array_equal(decompress_image(v3, model=loaded, device="cpu"),
                           decompress_image(result.data, model=loaded, device="cpu"))
     with pytest.raises(ContainerError, match="format version 4"):

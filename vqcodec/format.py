@@ -6,11 +6,11 @@ Everything is little-endian. Version 4 (written):
     magic (4) | version u8 | flags u8 | media type u8 | model id length u8 | model id bytes
     | weights hash (8) | num_stages u8 | ndim u8 | shape dims u32 each | sample_rate u32
     | latent ndim u8 | latent dims u32 each | index check u32 | chunk count u8
-    | context stages u8 | [tile u16, only with the tiled flag] | header CRC32 u32
-    | chunk count x (chunk length u32 | chunk bytes | CRC32 u32)
+    | context stages u8 | anchor weight log2 u8 | [tile u16, only with the tiled flag]
+    | header CRC32 u32 | chunk count x (chunk length u32 | chunk bytes | CRC32 u32)
 
-Version 3 (still read and writable) is the same without the context-stages byte: every stage
-is coded with the model's context schedule.
+Version 3 (still read and writable) is the same without the context-stages and anchor-weight
+bytes: every stage is coded with the model's context schedule, nothing adapted.
 
 Every CRC32 is zlib.crc32 of all the file's bytes before it, so a file cut after any chunk is
 still a verified prefix: with one chunk per stage (images), the first k chunks decode the first
@@ -67,6 +67,7 @@ FLAG_TILED = 0x02
 _KNOWN_FLAGS = {1: 0, 2: FLAG_PORTABLE, 3: FLAG_PORTABLE | FLAG_TILED,
                 4: FLAG_PORTABLE | FLAG_TILED}
 MAX_TILE = 0xFFFF
+MAX_ANCHOR_WEIGHT_LOG2 = 15  # anchor weights are 2^1 .. 2^15
 
 MAX_MODEL_ID_LENGTH = 64
 WEIGHTS_HASH_SIZE = 8
@@ -150,6 +151,9 @@ class ContainerHeader:
             each (`coding.context.stage_schedules`). None (the default): all of them (written
             as `num_stages`, which reads back as None), as always before version 4 and for
             audio.
+        anchor_weight: images of version 4 with a portable prior: stage 0's first pass was
+            coded with its tables adapted to the codes coded before (`coding.latent_codec.
+            AdaptiveCounts`) with this weight, a power of two 2..2^15; None: not adapted.
     """
 
     media_type: MediaType
@@ -165,6 +169,7 @@ class ContainerHeader:
     num_chunks: int = 1
     tile: int = 0
     context_stages: int | None = None
+    anchor_weight: int | None = None
 
     def __post_init__(self) -> None:
         # Frozen dataclass: normalise through object.__setattr__.
@@ -258,6 +263,15 @@ class ContainerHeader:
         if context is not None and (self.version < 4 or media_type is not MediaType.IMAGE):
             raise ContainerError("only images of format version 4 code stages in one pass")
         set_field(self, "context_stages", context)
+        anchor = None if self.anchor_weight is None else _as_int(self.anchor_weight,
+                                                                  "anchor weight")
+        if anchor is not None:
+            if not (2 <= anchor <= 2 ** MAX_ANCHOR_WEIGHT_LOG2 and anchor & (anchor - 1) == 0):
+                raise ContainerError(f"anchor weight must be a power of two 2 to "
+                                     f"{2 ** MAX_ANCHOR_WEIGHT_LOG2}, got {anchor}")
+            if self.version < 4 or media_type is not MediaType.IMAGE or not self.portable:
+                raise ContainerError("only portable images of format version 4 adapt anchors")
+        set_field(self, "anchor_weight", anchor)
 
     @property
     def chunk_per_stage(self) -> bool:
@@ -345,6 +359,8 @@ def pack_container(header: ContainerHeader, payload: bytes | Sequence[bytes]) ->
     if header.version >= 4:
         body += _U8.pack(header.num_stages if header.context_stages is None
                          else header.context_stages)
+        body += _U8.pack(0 if header.anchor_weight is None
+                         else header.anchor_weight.bit_length() - 1)
     if header.tile:
         body += _U16.pack(header.tile)
     crc = zlib.crc32(body)
@@ -454,6 +470,9 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
     if version >= 3:
         num_chunks = reader.u8("chunk count")
         context_stages = reader.u8("context stages") if version >= 4 else None
+        anchor_log2 = reader.u8("anchor weight") if version >= 4 else 0
+        if anchor_log2 > MAX_ANCHOR_WEIGHT_LOG2:
+            anchor_log2 = MAX_ANCHOR_WEIGHT_LOG2 + 1  # refused below, as 2^16
         tile = _U16.unpack(reader.take(_U16.size, "tile size"))[0] if flags & FLAG_TILED else 0
         crc_offset = reader.pos
         stored_crc = reader.u32("header checksum")
@@ -490,6 +509,7 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
             num_chunks=num_chunks,
             tile=tile if version >= 3 else 0,
             context_stages=context_stages if version >= 4 else None,
+            anchor_weight=2 ** anchor_log2 if version >= 4 and anchor_log2 else None,
         )
     except ContainerError as exc:
         raise ContainerError(f"invalid .vqc header: {exc}") from None

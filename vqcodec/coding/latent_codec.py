@@ -10,6 +10,12 @@ and decoding can stop after any stage: a stage depends on earlier stages only.
 (`context.stage_schedules`): their positions are predicted from the earlier stages only, so
 each costs one prior evaluation instead of one per pass of the schedule.
 
+`anchor_weight=w` (exact codecs, format version 4): stage 0's first pass, which sees nothing
+at all (no earlier stage, no neighbour), so that its tables are the prior's average over every
+rate, is coded with its counts mixed with the counts of the codes already coded in the window
+(`AdaptiveCounts`): backward adaptation to the image and the rate, in parts of `ANCHOR_PART`
+positions.
+
 Tiles (`tile=T`): the grid is cut into T x T windows (the last ones smaller) that are coded
 independently, in raster order, each walk seeing only its window (zero beyond its borders, as
 at the grid's borders). Each stage's stream then holds the windows one after another, so it
@@ -82,6 +88,42 @@ def single_thread():
 # Draws one index per row of a probability table [n, K] (see `sampling.TableSampler`).
 TableDraw = Callable[[np.ndarray], np.ndarray]
 
+# Positions per part of an adapted pass: its tables see the codes of every earlier part.
+ANCHOR_PART = 16
+
+
+class AdaptiveCounts:
+    """Integer counts of the codes coded so far in one pass, per group, mixed into the prior's
+    count tables: a row c becomes weight * c + seen[g] * sum(c), i.e. probabilities
+    (weight * p + seen) / (weight + number seen). A group's counts are halved (floor) once they
+    pass `LIMIT`, which keeps every sum below 2^53 (exact) and follows local statistics.
+
+    Args:
+        groups, num_codes: the table layout (rows: positions x groups).
+        weight: how many codes the prior's table is worth, >= 1.
+    """
+
+    LIMIT = 4096
+
+    def __init__(self, *, groups: int, num_codes: int, weight: int) -> None:
+        self.groups, self.weight = groups, float(weight)
+        self.seen = torch.zeros(groups, num_codes, dtype=torch.float64)
+
+    def mix(self, counts: torch.Tensor) -> torch.Tensor:
+        """Mixed integer counts of counts [n * G, K] (rows position-major, then group)."""
+        c = counts.view(-1, self.groups, counts.shape[-1])
+        return (c * self.weight + self.seen[None] * c.sum(-1, keepdim=True)).view_as(counts)
+
+    def update(self, symbols: np.ndarray) -> None:
+        """Count the codes [n * G] just coded."""
+        sym = torch.as_tensor(np.asarray(symbols, dtype=np.int64)).view(-1, self.groups)
+        group = torch.arange(self.groups).expand_as(sym)
+        self.seen.index_put_((group, sym), torch.ones(sym.shape, dtype=torch.float64),
+                             accumulate=True)
+        over = self.seen.sum(-1) > self.LIMIT
+        if bool(over.any()):
+            self.seen[over] = torch.floor(self.seen[over] * 0.5)
+
 
 @dataclass
 class CompressedIndices:
@@ -148,7 +190,10 @@ class StageByStageCodec:
 
     def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
               tile: int | None = None, assemble: bool = True,
-              context_stages: int | None = None) -> torch.Tensor | None:
+              context_stages: int | None = None,
+              anchor_weight: int | None = None) -> torch.Tensor | None:
+        if anchor_weight is not None:
+            raise ValueError("adapted anchors need an exact integer prior")
         with single_thread():
             found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble,
                                        context_stages)
@@ -156,24 +201,28 @@ class StageByStageCodec:
 
     def _walk_windows(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
                       tile: int | None, assemble: bool = True,
-                      context_stages: int | None = None) -> torch.Tensor | None:
+                      context_stages: int | None = None,
+                      anchor_weight: int | None = None) -> torch.Tensor | None:
         """The walk over each window of `tile_windows` in turn (all stages of a window before
         the next window), assembled into indices [S', H, W, symbols per position]; None
         with `assemble=False` and several windows (an encoder, which has the indices, then
         holds no second copy of a large grid's)."""
         windows = tile_windows(height, width, tile)
         if len(windows) == 1:
-            return self._walk_window(num_stages, windows[0], code_pass, context_stages)
+            return self._walk_window(num_stages, windows[0], code_pass, context_stages,
+                                     anchor_weight)
         indices = (torch.zeros(num_stages, height, width, self.symbols_per_position,
                                dtype=torch.long) if assemble else None)
         for rows, cols in windows:
-            found = self._walk_window(num_stages, (rows, cols), code_pass, context_stages)
+            found = self._walk_window(num_stages, (rows, cols), code_pass, context_stages,
+                                      anchor_weight)
             if indices is not None:
                 indices[:, rows, cols] = found.cpu()
         return indices
 
     def _walk_window(self, num_stages: int, window: Window, code_pass: PassCoder,
-                     context_stages: int | None = None) -> torch.Tensor:
+                     context_stages: int | None = None,
+                     anchor_weight: int | None = None) -> torch.Tensor:
         """One window's walk, stage by stage, pass by pass: indices [S', h, w, symbols]."""
         height = window[0].stop - window[0].start
         width = window[1].stop - window[1].start
@@ -191,12 +240,14 @@ class StageByStageCodec:
             codes = torch.zeros_like(coarse)
             visible = torch.zeros(1, 1, height, width, device=device, dtype=self.input_dtype)
             prepared = self._stage_input(coarse)  # shared by the stage's passes
-            for mask in masks_of[schedules[s]]:
-                found = torch.cat([
-                    torch.from_numpy(code_pass(s, window, part, scores, table))
-                    for part, scores, table in self._pass_tables(prepared, codes, visible,
-                                                                 stage, mask)])
-                found = found.to(device).view(-1, per_position)
+            for p, mask in enumerate(masks_of[schedules[s]]):
+                # The parts' indices, in order; an adapted pass reads them as it goes.
+                parts: list[np.ndarray] = []
+                adapt = anchor_weight if s == 0 and p == 0 else None
+                for part, scores, table in self._pass_tables(prepared, codes, visible, stage,
+                                                             mask, parts, adapt):
+                    parts.append(code_pass(s, window, part, scores, table))
+                found = torch.from_numpy(np.concatenate(parts)).to(device).view(-1, per_position)
                 indices[s][mask] = found
                 codes[0][:, mask] = self._codewords(s, found).t()
                 visible[0, 0][mask] = 1.0
@@ -216,12 +267,14 @@ class StageByStageCodec:
         return coarse
 
     def _pass_tables(self, coarse: torch.Tensor, codes: torch.Tensor, visible: torch.Tensor,
-                     stage: torch.Tensor, mask: torch.Tensor
+                     stage: torch.Tensor, mask: torch.Tensor, coded: list[np.ndarray],
+                     anchor_weight: int | None = None
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
         """(part mask, scores, probability table [n, K]) of the parts of one pass (see
         `PassCoder`; one row per symbol); `_nll_bits(scores, symbols)` is their ideal code
-        length. `coarse`: what `_stage_input` made of the stage's coarse input. Here the whole
-        pass is one part."""
+        length. `coarse`: what `_stage_input` made of the stage's coarse input; `coded`: the
+        indices of the parts coded so far (the walk appends each before asking for the next);
+        `anchor_weight`: adapt the tables (`AdaptiveCounts`). Here the whole pass is one part."""
         logits = self.prior.logits(coarse, codes, visible, stage)[0][mask]
         logits = logits.reshape(-1, logits.shape[-1])  # one row per symbol
         yield mask, logits, probability_table(logits)
@@ -238,7 +291,8 @@ class StageByStageCodec:
     portable = False  # tables from float convolutions: decode on the machine that encoded
 
     def forward(self, indices: torch.Tensor, stages: torch.Tensor | None = None,
-                context_stages: int | None = None) -> torch.Tensor:
+                context_stages: int | None = None,
+                anchor_weight: int | None = None) -> torch.Tensor:
         """Training/evaluation: log2-likelihoods (in bits, <= 0) of the given indices, all
         positions of a pass at once (teacher forcing); differentiable for the float priors.
 
@@ -247,6 +301,7 @@ class StageByStageCodec:
             stages: optional subset of stage numbers to evaluate (default: all S').
             context_stages: as `compress(context_stages=)`: stages from this one on are
                 scored as one pass each (None: all with the prior's schedule).
+            anchor_weight: as `compress(anchor_weight=)` (exact codecs only).
         Returns:
             [B, len(stages), H, W] ([B, len(stages), G, H, W] grouped) log2 p(index).
         """
@@ -254,12 +309,15 @@ class StageByStageCodec:
         stages = torch.arange(s_total) if stages is None else stages
         names = stage_schedules(self.prior.schedule, s_total, context_stages)
         picked = [names[int(s)] for s in stages]
+        if anchor_weight is not None and not self.portable:
+            raise ValueError("adapted anchors need an exact integer prior")
+        extra = {} if anchor_weight is None else {"anchor_weight": anchor_weight}
         if len(set(picked)) == 1:
-            return self._forward_stages(indices, stages, picked[0])
+            return self._forward_stages(indices, stages, picked[0], **extra)
         out = None
         for name in dict.fromkeys(picked):  # each schedule's stages in one teacher-forced pass
             where = torch.tensor([j for j, n in enumerate(picked) if n == name])
-            part = self._forward_stages(indices, stages[where.to(stages.device)], name)
+            part = self._forward_stages(indices, stages[where.to(stages.device)], name, **extra)
             if out is None:
                 out = part.new_zeros(part.shape[0], len(stages), *part.shape[2:])
             out[:, where.to(out.device)] = part
@@ -287,8 +345,8 @@ class StageByStageCodec:
         return out
 
     def compress(self, indices: torch.Tensor, *, stream_per_stage: bool = False,
-                 tile: int | None = None, context_stages: int | None = None
-                 ) -> CompressedIndices:
+                 tile: int | None = None, context_stages: int | None = None,
+                 anchor_weight: int | None = None) -> CompressedIndices:
         """Code indices (the quantizer's layout: [S', H, W] here, [R', G, H, W] grouped).
 
         Args:
@@ -299,6 +357,8 @@ class StageByStageCodec:
                 more than one window needs `stream_per_stage`.
             context_stages: code stages from this one on in one pass each (None: every
                 stage with the prior's schedule).
+            anchor_weight: adapt stage 0's first pass with this weight (`AdaptiveCounts`;
+                exact codecs only), or None.
         """
         num_stages = indices.shape[0]
         if (not stream_per_stage and num_stages > 1
@@ -317,12 +377,13 @@ class StageByStageCodec:
             return symbols
 
         self._walk(*want.shape[:3], code_pass, tile, assemble=False,
-                   context_stages=context_stages)
+                   context_stages=context_stages, anchor_weight=anchor_weight)
         return CompressedIndices(tuple(e.finish() for e in encoders), nll)
 
     def decompress(self, payload: bytes | Sequence[bytes], num_stages: int, height: int,
                    width: int, *, tile: int | None = None,
-                   context_stages: int | None = None) -> torch.Tensor:
+                   context_stages: int | None = None,
+                   anchor_weight: int | None = None) -> torch.Tensor:
         """Indices (the quantizer's layout) of the first `num_stages` stages.
 
         Args:
@@ -331,7 +392,7 @@ class StageByStageCodec:
             num_stages: how many stages to decode, from stage 0.
             height, width: the latent grid.
             tile: the tile side the indices were coded with (`compress(tile=)`), or None.
-            context_stages: as the indices were coded with (`compress(context_stages=)`).
+            context_stages, anchor_weight: as the indices were coded with (`compress`).
         """
         decoders = stage_decoders(payload, num_stages, self.quantizer.num_codes)
         one_stream = isinstance(payload, (bytes, bytearray, memoryview)) or len(payload) == 1
@@ -343,7 +404,7 @@ class StageByStageCodec:
             return decoders[s].read(table)
 
         return self._walk(num_stages, height, width, code_pass, tile,
-                          context_stages=context_stages)
+                          context_stages=context_stages, anchor_weight=anchor_weight)
 
     def sample(self, num_stages: int, height: int, width: int, draw: TableDraw) -> torch.Tensor:
         """Indices (the quantizer's layout) drawn from the prior in the codec's own order:
@@ -440,10 +501,11 @@ class IntegerStageCodec(StageByStageCodec):
 
     def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
               tile: int | None = None, assemble: bool = True,
-              context_stages: int | None = None) -> torch.Tensor | None:
+              context_stages: int | None = None,
+              anchor_weight: int | None = None) -> torch.Tensor | None:
         with exact_mode():
             found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble,
-                                       context_stages)
+                                       context_stages, anchor_weight)
             return None if found is None else self._from_walk_layout(found)
 
     def _codewords(self, stage: int, found: torch.Tensor) -> torch.Tensor:
@@ -464,26 +526,34 @@ class IntegerStageCodec(StageByStageCodec):
         return self.prior.coarse_accumulator(coarse)
 
     def _pass_tables(self, coarse_acc: torch.Tensor | None, codes: torch.Tensor,
-                     visible: torch.Tensor, stage: torch.Tensor, mask: torch.Tensor
+                     visible: torch.Tensor, stage: torch.Tensor, mask: torch.Tensor,
+                     coded: list[np.ndarray], anchor_weight: int | None = None
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
         # The features of the whole pass first: they depend on earlier passes only.
         features = self.prior.pass_features(coarse_acc, codes, visible, stage, mask)  # [n, C]
-        k = self.prior.num_codes
+        g, k = max(self.prior.num_groups, 1), self.prior.num_codes
         rows, cols = mask.nonzero(as_tuple=True)  # raster order, as the features
-        for start in range(0, len(features), self.SCORE_CHUNK):
-            end = start + self.SCORE_CHUNK
+        adaptive = (None if anchor_weight is None else
+                    AdaptiveCounts(groups=g, num_codes=k, weight=anchor_weight))
+        step = self.SCORE_CHUNK if adaptive is None else ANCHOR_PART
+        for start in range(0, len(features), step):
+            end = start + step
             logits = self.prior.logits_from_features(features[None, start:end], stage)[0]
             counts = self.prior.counts(logits.reshape(-1, k)).cpu()  # [n' * G, K]
+            if adaptive is not None:
+                counts = adaptive.mix(counts)
             part = torch.zeros_like(mask)
             part[rows[start:end], cols[start:end]] = True
             yield part, counts, ExpTable.probabilities(counts).numpy()
+            if adaptive is not None:
+                adaptive.update(coded[-1])
 
     def _nll_bits(self, counts: torch.Tensor, symbols: np.ndarray) -> float:
         c = counts.cpu().numpy()
         return float(-np.log2(c[np.arange(len(symbols)), symbols] / c.sum(1)).sum())
 
-    def tables(self, indices: torch.Tensor, context_stages: int | None = None
-               ) -> list[torch.Tensor]:
+    def tables(self, indices: torch.Tensor, context_stages: int | None = None,
+               anchor_weight: int | None = None) -> list[torch.Tensor]:
         """The integer count tables [n, K] of every pass (stream order) when coding `indices`
         (for cross-kernel and cross-device tests)."""
         want = self._to_walk_layout(indices.cpu())
@@ -493,17 +563,20 @@ class IntegerStageCodec(StageByStageCodec):
             parts.append(counts)
             return want[s][window][mask.cpu()].reshape(-1).numpy()
 
-        self._walk(*want.shape[:3], code_pass, context_stages=context_stages)
+        self._walk(*want.shape[:3], code_pass, context_stages=context_stages,
+                   anchor_weight=anchor_weight)
         # The parts joined into passes: rows per pass = its positions x symbols per position.
         rows = [int(m.sum()) * want.shape[-1]
                 for name in stage_schedules(self.prior.schedule, want.shape[0], context_stages)
                 for m in pass_masks(name, *want.shape[1:3])]
         return list(torch.cat(parts).split(rows))
 
-    def _forward_stages(self, indices: torch.Tensor, stages: torch.Tensor,
-                        schedule: str) -> torch.Tensor:
+    def _forward_stages(self, indices: torch.Tensor, stages: torch.Tensor, schedule: str,
+                        anchor_weight: int | None = None) -> torch.Tensor:
         """Exact log2-likelihoods (from the counts) of indices [B, S', (G,) H, W], all positions
-        of a pass at once (teacher forcing): [B, len(stages), (G,) H, W]. Not differentiable."""
+        of a pass at once (teacher forcing): [B, len(stages), (G,) H, W]. Not differentiable.
+        With `anchor_weight`, stage 0's first pass is adapted part by part, as the walk does
+        (one window: the whole grid)."""
         grouped = self.prior.grouped
         b, s_total = indices.shape[:2]
         h, w = indices.shape[-2:]
@@ -528,15 +601,57 @@ class IntegerStageCodec(StageByStageCodec):
                 codes = torch.stack([self.prior.current_codewords(int(s), walk[i, int(s)])
                                      for s in st]).permute(0, 3, 1, 2)
                 target = walk[i, st]  # [n, H, W, G]
-                for m, known in passes_with_context(masks):
+                for p, (m, known) in enumerate(passes_with_context(masks)):
                     vis = known.to(torch.float64)[None, None]
                     feats = self.prior.features(coarse, codes * vis, vis.expand(n, 1, h, w), st)
                     logits = self.prior.logits_from_features(feats[:, m], st)  # [n, P, G, K]
                     counts = self.prior.counts(logits)
+                    if anchor_weight is not None and p == 0 and 0 in st.tolist():
+                        j = st.tolist().index(0)
+                        counts[j] = self._adapted(counts[j], target[j][m], anchor_weight)
                     hit = counts.gather(-1, target[:, m][..., None])[..., 0]
                     out[i][:, m] = (torch.log2(hit) - torch.log2(counts.sum(-1))).cpu()
         out = out.permute(0, 1, 4, 2, 3) if grouped else out[..., 0]
         return out.to(indices.device)
+
+    def anchor_bits(self, indices: torch.Tensor, weights: Sequence[int],
+                    context_stages: int | None = None, window: Window | None = None
+                    ) -> dict[int | None, float]:
+        """Exact bits of stage 0's first pass of one image's indices (the quantizer's layout,
+        [S', (G,) H, W]) in `window` (default: the whole grid), as the walk codes them: not
+        adapted (key None) and adapted with each of `weights`. Only that pass depends on the
+        weight, so an encoder (or an evaluation) picks the weight from these alone."""
+        want = self._to_walk_layout(indices[:1].cpu())[0]  # [H, W, G]
+        if window is not None:
+            want = want[window]
+        schedule = stage_schedules(self.prior.schedule, 1, context_stages)[0]
+        mask = pass_masks(schedule, *want.shape[:2])[0]
+        g, k = want.shape[-1], self.prior.num_codes
+        zeros = torch.zeros(1, self.quantizer.dim, *mask.shape, dtype=torch.float64)
+        with exact_mode():
+            features = self.prior.pass_features(None, zeros, zeros[:, :1], torch.tensor([0]),
+                                                mask)
+            logits = self.prior.logits_from_features(features[None], torch.tensor([0]))[0]
+            counts = self.prior.counts(logits)  # [P, G, K]
+        symbols = want[mask]  # [P, G], raster order
+        out = {}
+        for weight in (None, *weights):
+            table = counts if weight is None else self._adapted(counts, symbols, weight)
+            hit = table.gather(-1, symbols[..., None])[..., 0]
+            out[weight] = float(-(torch.log2(hit) - torch.log2(table.sum(-1))).sum())
+        return out
+
+    def _adapted(self, counts: torch.Tensor, symbols: torch.Tensor, weight: int) -> torch.Tensor:
+        """The walk's adapted counts [P, G, K] of a pass whose counts [P, G, K] and indices
+        [P, G] (positions in raster order) are known: part by part, as `_pass_tables`."""
+        g, k = counts.shape[1:]
+        adaptive = AdaptiveCounts(groups=g, num_codes=k, weight=weight)
+        out = torch.empty_like(counts)
+        for start in range(0, len(counts), ANCHOR_PART):
+            end = start + ANCHOR_PART
+            out[start:end] = adaptive.mix(counts[start:end].reshape(-1, k)).view(-1, g, k)
+            adaptive.update(symbols[start:end].reshape(-1).cpu().numpy())
+        return out
 
 
 def teacher_forced_passes(quantizer, indices: torch.Tensor, schedule: str):

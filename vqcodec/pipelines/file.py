@@ -57,7 +57,7 @@ def encode_indices(loaded: LoadedModel, indices: torch.Tensor, **options):
         loaded: the model.
         indices: in the codec's layout.
         options: for the codec's `compress` (images: `stream_per_stage`, `tile`,
-            `context_stages`).
+            `context_stages`, `anchor_weight`).
 
     Returns:
         (coded, portable, check): the `CompressedIndices` (streams, NLL), whether the tables
@@ -110,7 +110,7 @@ def decode_indices(header: ContainerHeader, loaded: LoadedModel, payload: Payloa
         complete: every coded stage is decoded, so the index check applies (it covers the
             indices of all stages); False when fewer stages are asked for.
         options: for the codec's `decompress` (images: `tile`); an image's `context_stages`
-            comes from the header.
+            and `anchor_weight` come from the header.
 
     Raises:
         CorruptPayloadError: the payload does not decode, or decodes to other indices than
@@ -128,6 +128,8 @@ def decode_indices(header: ContainerHeader, loaded: LoadedModel, payload: Payloa
             f"{loaded.name!r} has a{'n exact integer' if portable else ' float'} prior")
     if header.media_type == MediaType.IMAGE:
         options.setdefault("context_stages", header.context_stages)
+        if header.anchor_weight is not None:
+            options.setdefault("anchor_weight", header.anchor_weight)
     try:
         indices = codec.decompress(payload, *shape, **options)
     except CorruptPayloadError:
