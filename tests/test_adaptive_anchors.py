@@ -11,7 +11,9 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
+from vqcodec.cli.main import cli
 from vqcodec.coding import file_codec
 from vqcodec.coding.latent_codec import AdaptiveCounts
 from vqcodec.errors import ContainerError
@@ -72,7 +74,7 @@ def test_every_weight_round_trips_and_changes_only_the_anchors(tiny_integer_grou
         assert base - nll == pytest.approx(bits[None] - bits[weight], rel=1e-9, abs=1e-6)
 
 
-def test_files_keep_the_cheapest_weight(tiny_integer_grouped_model, rng):
+def test_files_keep_the_cheapest_weight(tiny_integer_grouped_model, rng, tmp_path):
     loaded = tiny_integer_grouped_model
     image = smooth_image(rng, *SIZE)
     stages, lam = loaded.rate_for_quality(4)
@@ -86,6 +88,14 @@ def test_files_keep_the_cheapest_weight(tiny_integer_grouped_model, rng):
     want = indices_to_image(loaded.model, indices, 3, *image.shape[:2], CPU)
     for data in (result.data, plain.data):
         assert np.array_equal(decompress_image(data, model=loaded, device="cpu"), want)
+    path = tmp_path / "a.vqc"
+    path.write_bytes(compress_image(image, model=loaded, quality=4, device="cpu").data)
+    forced = pack_container(dataclasses.replace(unpack_container(path.read_bytes())[0],
+                                                anchor_weight=64),
+                            unpack_container(path.read_bytes())[1])
+    path.write_bytes(forced)  # the header alone: info does not decode
+    info = CliRunner().invoke(cli, ["info", str(path)])
+    assert info.exit_code == 0 and "adapted anchors: weight 64" in info.output
 
 
 def test_float_priors_do_not_adapt(tiny_grouped_model, rng):
