@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
 from vqcodec.cli.main import cli
 from vqcodec.coding import file_codec

@@ -114,9 +114,9 @@ class AdaptiveCounts:
         c = counts.view(-1, self.groups, counts.shape[-1])
         return (c * self.weight + self.seen[None] * c.sum(-1, keepdim=True)).view_as(counts)
 
-    def update(self, symbols: np.ndarray) -> None:
+    def update(self, symbols: np.ndarray | torch.Tensor) -> None:
         """Count the codes [n * G] just coded."""
-        sym = torch.as_tensor(np.asarray(symbols, dtype=np.int64)).view(-1, self.groups)
+        sym = torch.as_tensor(symbols, dtype=torch.int64).reshape(-1, self.groups)
         group = torch.arange(self.groups).expand_as(sym)
         self.seen.index_put_((group, sym), torch.ones(sym.shape, dtype=torch.float64),
                              accumulate=True)
@@ -626,7 +626,6 @@ class IntegerStageCodec(StageByStageCodec):
             want = want[window]
         schedule = stage_schedules(self.prior.schedule, 1, context_stages)[0]
         mask = pass_masks(schedule, *want.shape[:2])[0]
-        g, k = want.shape[-1], self.prior.num_codes
         zeros = torch.zeros(1, self.quantizer.dim, *mask.shape, dtype=torch.float64)
         with exact_mode():
             features = self.prior.pass_features(None, zeros, zeros[:, :1], torch.tensor([0]),
@@ -634,11 +633,11 @@ class IntegerStageCodec(StageByStageCodec):
             logits = self.prior.logits_from_features(features[None], torch.tensor([0]))[0]
             counts = self.prior.counts(logits)  # [P, G, K]
         symbols = want[mask]  # [P, G], raster order
+        flat = symbols.reshape(-1).numpy()  # stream order: position, then group
         out = {}
         for weight in (None, *weights):
             table = counts if weight is None else self._adapted(counts, symbols, weight)
-            hit = table.gather(-1, symbols[..., None])[..., 0]
-            out[weight] = float(-(torch.log2(hit) - torch.log2(table.sum(-1))).sum())
+            out[weight] = self._nll_bits(table.reshape(len(flat), -1), flat)  # as the encoder
         return out
 
     def _adapted(self, counts: torch.Tensor, symbols: torch.Tensor, weight: int) -> torch.Tensor:
@@ -650,7 +649,7 @@ class IntegerStageCodec(StageByStageCodec):
         for start in range(0, len(counts), ANCHOR_PART):
             end = start + ANCHOR_PART
             out[start:end] = adaptive.mix(counts[start:end].reshape(-1, k)).view(-1, g, k)
-            adaptive.update(symbols[start:end].reshape(-1).cpu().numpy())
+            adaptive.update(symbols[start:end].cpu())
         return out
 
 

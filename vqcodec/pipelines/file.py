@@ -128,8 +128,7 @@ def decode_indices(header: ContainerHeader, loaded: LoadedModel, payload: Payloa
             f"{loaded.name!r} has a{'n exact integer' if portable else ' float'} prior")
     if header.media_type == MediaType.IMAGE:
         options.setdefault("context_stages", header.context_stages)
-        if header.anchor_weight is not None:
-            options.setdefault("anchor_weight", header.anchor_weight)
+        options.setdefault("anchor_weight", header.anchor_weight)
     try:
         indices = codec.decompress(payload, *shape, **options)
     except CorruptPayloadError:
