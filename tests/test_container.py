@@ -71,13 +71,15 @@ def test_round_trip(header: ContainerHeader, payload: bytes) -> None:
 
 def test_documented_header_size() -> None:
     # docs/format.md works this example through: version 2, 57 header bytes, payload, 4 CRC
-    # bytes; version 3, 58 header bytes (CRC included), 4 + 3 + 4 chunk bytes; version 4,
-    # two bytes more (the context stages, the anchor weight).
+    # bytes; version 3, 58 header bytes (CRC included), 4 + 3 + 4 chunk bytes; versions 4 and
+    # 5, two bytes more (the context stages, then the anchor weight or the adaptation).
     assert len(pack_container(IMAGE_HEADER, b"xyz")) == 57 + 3 + 4
     v3 = dataclasses.replace(IMAGE_HEADER, version=3)
     assert len(pack_container(v3, b"xyz")) == 58 + 4 + 3 + 4
-    v4 = dataclasses.replace(IMAGE_HEADER, version=FORMAT_VERSION)
-    assert FORMAT_VERSION == 4 and len(pack_container(v4, b"xyz")) == 60 + 4 + 3 + 4
+    for version in (4, FORMAT_VERSION):
+        v4 = dataclasses.replace(IMAGE_HEADER, version=version)
+        assert len(pack_container(v4, b"xyz")) == 60 + 4 + 3 + 4
+    assert FORMAT_VERSION == 5
 
 
 def test_weights_hash() -> None:
@@ -143,7 +145,7 @@ def test_error_messages(data: bytes, message: str) -> None:
 
 def test_unknown_version() -> None:
     data = MAGIC + bytes([7]) + SMALL[5:]
-    with pytest.raises(ContainerError, match=r"^unsupported \.vqc format version 7 \(this vqcodec reads versions 1, 2, 3, 4; a newer vqcodec may read it\)$"):
+    with pytest.raises(ContainerError, match=r"^unsupported \.vqc format version 7 \(this vqcodec reads versions 1, 2, 3, 4, 5; a newer vqcodec may read it\)$"):
         unpack_container(data)
 
 
@@ -298,8 +300,10 @@ _VALID = dict(
         {"portable": 1},
         {"index_check": -1},
         {"index_check": 2**32},
-        {"version": 5},
+        {"version": 6},
         {"num_chunks": 2},
+        {"adapted": True, "portable": True, "version": 4},  # adapted tables: version 5
+        {"adapted": True},  # not portable
         {"context_stages": -1},
         {"context_stages": 4},  # more than num_stages
         {"num_stages": 2, "context_stages": 1, "version": 3},  # one-pass stages: version 4
@@ -352,8 +356,8 @@ def test_unknown_flags_and_versions_are_refused() -> None:
     body = pack_container(IMAGE_HEADER, b"")[:-4]
     with pytest.raises(ContainerError, match="unknown flags 0x02"):
         unpack_container(_with_crc(body[:5] + b"\x02" + body[6:]))
-    with pytest.raises(ContainerError, match="unsupported .vqc format version 5"):
-        unpack_container(_with_crc(body[:4] + b"\x05" + body[5:]))
+    with pytest.raises(ContainerError, match="unsupported .vqc format version 6"):
+        unpack_container(_with_crc(body[:4] + b"\x06" + body[5:]))
 
 
 def test_writing_needs_an_index_check() -> None:

@@ -81,7 +81,7 @@ def test_files_record_their_context_stages(tiny_integer_grouped_model, rng, tmp_
     indices = image_to_indices(loaded.model, image, stages, lam, CPU)
     want = indices_to_image(loaded.model, indices, 3, *image.shape[:2], CPU)
     default = compress_image(image, model=loaded, quality=4, device="cpu")
-    assert default.header.version == 4 and default.header.context_stages == IMAGE_CONTEXT_STAGES
+    assert default.header.version == 5 and default.header.context_stages == IMAGE_CONTEXT_STAGES
     for k in (None, 0, 1, stages, stages + 3):
         result = compress_image(image, model=loaded, quality=4, device="cpu", context_stages=k)
         recorded = None if k is None or k >= stages else k
@@ -97,7 +97,7 @@ def test_files_record_their_context_stages(tiny_integer_grouped_model, rng, tmp_
 
 
 def _context_byte_offset(header: ContainerHeader) -> int:
-    """Where version 4 keeps the context stages: right after the chunk count."""
+    """Where versions 4 and 5 keep the context stages: right after the chunk count."""
     return (4 + 1 + 1 + 1 + 1 + len(header.model_id) + 8 + 1 + 1 + 4 * len(header.shape) + 4
             + 1 + 4 * len(header.latent_shape) + 4 + 1)
 
@@ -127,7 +127,7 @@ def test_a_changed_context_stage_count_is_refused(tiny_integer_grouped_model, rn
     with pytest.raises(ContainerError, match="header CRC mismatch"):
         decompress_image(bytes(changed), model=loaded, device="cpu")
     # Behind a valid CRC (a faulty writer), the index check catches the other schedule.
-    forged = _with_header_crc(bytes(changed), at + 2)  # after the anchor weight byte
+    forged = _with_header_crc(bytes(changed), at + 2)  # after the adaptation byte
     assert unpack_container(forged)[0].context_stages == header.context_stages - 1
     with pytest.raises(ContainerError, match="corrupted"):
         decompress_image(forged, model=loaded, device="cpu")
@@ -140,13 +140,14 @@ def test_a_changed_context_stage_count_is_refused(tiny_integer_grouped_model, rn
 def test_version_3_files_code_every_stage_with_the_schedule(tiny_integer_grouped_model, rng):
     loaded = tiny_integer_grouped_model
     image = smooth_image(rng, 40, 56)
-    result = compress_image(image, model=loaded, quality=4, device="cpu", context_stages=None)
+    result = compress_image(image, model=loaded, quality=4, device="cpu", context_stages=None,
+                            adapt=False)
     header, chunks = unpack_container(result.data)
     v3 = pack_container(dataclasses.replace(header, version=3), chunks)
-    assert len(v3) == len(result.data) - 2  # no context-stages and anchor-weight bytes
+    assert len(v3) == len(result.data) - 2  # no context-stages and adaptation bytes
     assert np.array_equal(decompress_image(v3, model=loaded, device="cpu"),
                           decompress_image(result.data, model=loaded, device="cpu"))
-    with pytest.raises(ContainerError, match="format version 4"):
+    with pytest.raises(ContainerError, match="format versions 4 and 5"):
         ContainerHeader(media_type=MediaType.IMAGE, model_id="m", weights_hash=bytes(8),
                         num_stages=3, shape=(3, 8, 8), sample_rate=0, latent_shape=(1, 1),
                         version=3, num_chunks=3, context_stages=1)

@@ -73,7 +73,7 @@ def test_info_shows_version_and_portability(tiny_model, tmp_path, rng):
     path.write_bytes(compress_image(_image(rng), model=tiny_model, device="cpu").data)
     result = CliRunner().invoke(cli, ["info", str(path)])
     assert result.exit_code == 0
-    assert "format version: 4" in result.output and "portable: no" in result.output
+    assert "format version: 5" in result.output and "portable: no" in result.output
 
 
 def test_one_decompress_for_both_media(tiny_model, tiny_audio_model, rng):

@@ -39,7 +39,7 @@ def _image(rng, h=40, w=56):
 
 def test_chunked_round_trip_and_layout():
     data = pack_container(HEADER, CHUNKS)
-    assert data[4] == 4 and unpack_container(data) == (HEADER, CHUNKS)
+    assert data[4] == 5 and unpack_container(data) == (HEADER, CHUNKS)
     v3 = dataclasses.replace(HEADER, version=3)
     assert unpack_container(pack_container(v3, CHUNKS)) == (v3, CHUNKS)
     # Every CRC32 is the CRC of all the bytes before it: the header's, then one per chunk.
@@ -118,7 +118,7 @@ def test_first_r_stages_decode_to_the_image_of_those_indices(model_fixture, requ
     image = _image(rng)
     data = compress_image(image, model=loaded, quality=4, device="cpu").data
     header, chunks = unpack_container(data)
-    assert header.version == 4 and header.num_chunks == header.num_stages == len(chunks) > 1
+    assert header.version == 5 and header.num_chunks == header.num_stages == len(chunks) > 1
     assert header.context_stages == 2  # stages 2 and 3 in one pass
     full = decode_indices(header, loaded, chunks, header.num_stages, *header.latent_shape)
     cpu = torch.device("cpu")
@@ -129,8 +129,10 @@ def test_first_r_stages_decode_to_the_image_of_those_indices(model_fixture, requ
         cut = data[:chunk_ends(data)[r - 1]]
         assert np.array_equal(decompress_image(cut, model=loaded, device="cpu", stages=r), want)
         assert torch.equal(file_codec(net).decompress(chunks[:r], r, *header.latent_shape,
-                                                      context_stages=2), full[:r])
-    v2 = pack_container(dataclasses.replace(header, version=2, num_chunks=1, context_stages=None),
+                                                      context_stages=2, adapt=header.adapted),
+                           full[:r])
+    v2 = pack_container(dataclasses.replace(header, version=2, num_chunks=1, context_stages=None,
+                                            adapted=False),
                         file_codec(net).compress(full).payload)
     assert np.array_equal(decompress_image(v2, model=loaded, device="cpu"),
                           decompress_image(data, model=loaded, device="cpu"))
@@ -172,7 +174,7 @@ def test_audio_decodes_from_its_first_stages(tiny_integer_audio_model):
     samples = (np.sin(np.arange(3000) / 5.0) * 0.4).astype(np.float32)
     data = compress_audio((samples, 8000), model=loaded, bitrate=None, device="cpu").data
     header, chunks = unpack_container(data)
-    assert header.version == 4 and header.num_chunks == 1 and header.num_stages > 1
+    assert header.version == 5 and header.num_chunks == 1 and header.num_stages > 1
     assert header.context_stages is None  # all stages: audio has no passes
     full = decode_indices(header, loaded, chunks, 1, header.num_stages, header.latent_shape[1])
     clip = decompress_audio(data, model=loaded, device="cpu", stages=1)
@@ -201,7 +203,7 @@ def test_cli_stages_on_whole_cut_and_corrupted_files(tiny_grouped_model_path, tm
     data = vqc.read_bytes()
     total = read_header(data).num_stages
     info = _run("info", vqc)
-    assert "format version: 4" in info.output
+    assert "format version: 5" in info.output
 
     out = tmp_path / "preview.png"
     result = _run("decompress", vqc, out, "--stages", 1, "--model", tiny_grouped_model_path)

@@ -72,7 +72,7 @@ def test_tiled_file_decodes_to_its_indices(tiny_integer_grouped_model, rng):
     loaded, image = tiny_integer_grouped_model, _image(rng)
     result = compress_image(image, model=loaded, quality=4, device="cpu", tile=TILE)
     header = result.header
-    assert header.tile == TILE and header.version == 4 and result.data[5] & FLAG_TILED
+    assert header.tile == TILE and header.version == 5 and result.data[5] & FLAG_TILED
     assert read_header(result.data).tile == TILE
     stages, lam = loaded.rate_for_quality(4)
     indices = image_to_indices(loaded.model, image, stages, lam, CPU)
@@ -93,7 +93,7 @@ def test_single_tile_images_code_exactly_as_untiled(tiny_integer_grouped_model, 
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     indices = loaded.model.encode(x, stages, lam)[0]
     coded, _, _ = encode_indices(loaded, indices, stream_per_stage=True,
-                                 context_stages=IMAGE_CONTEXT_STAGES)
+                                 context_stages=IMAGE_CONTEXT_STAGES, adapt=True)
     assert unpack_container(data)[1] == coded.streams
 
 
@@ -182,7 +182,7 @@ def test_tile_field_layout_and_checks():
     for changes, message in [({"tile": 6}, "fits in one tile"),
                              ({"tile": 70000}, "tile must be 0 to 65535"),
                              ({"num_chunks": 1}, "one chunk per stage"),
-                             ({"version": 2, "num_chunks": 1}, "format versions 3 and 4")]:
+                             ({"version": 2, "num_chunks": 1}, "format versions 3 to 5")]:
         with pytest.raises(ContainerError, match=message):
             dataclasses.replace(HEADER, **changes)
     with pytest.raises(InputError, match="tile must be an integer"):

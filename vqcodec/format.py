@@ -1,16 +1,18 @@
 """The `.vqc` container: a small self-describing header, the entropy-coded payload, a CRC32.
 
 This module is the single place that knows the byte layout (documented in `docs/format.md`).
-Everything is little-endian. Version 4 (written):
+Everything is little-endian. Version 5 (written):
 
     magic (4) | version u8 | flags u8 | media type u8 | model id length u8 | model id bytes
     | weights hash (8) | num_stages u8 | ndim u8 | shape dims u32 each | sample_rate u32
     | latent ndim u8 | latent dims u32 each | index check u32 | chunk count u8
-    | context stages u8 | anchor weight log2 u8 | [tile u16, only with the tiled flag]
+    | context stages u8 | adapted tables u8 | [tile u16, only with the tiled flag]
     | header CRC32 u32 | chunk count x (chunk length u32 | chunk bytes | CRC32 u32)
 
-Version 3 (still read and writable) is the same without the context-stages and anchor-weight
-bytes: every stage is coded with the model's context schedule, nothing adapted.
+Version 4 (still read and writable) has the anchor weight's log2 where version 5 has the
+adapted-tables byte (0 or 1): it adapts stage 0's first pass only, with one weight. Version 3
+(still read and writable) has neither byte nor the context stages: every stage is coded with
+the model's context schedule, nothing adapted.
 
 Every CRC32 is zlib.crc32 of all the file's bytes before it, so a file cut after any chunk is
 still a verified prefix: with one chunk per stage (images), the first k chunks decode the first
@@ -52,20 +54,21 @@ __all__ = [
 # The 0x89 byte (as in PNG) makes the magic non-ASCII, so text tools and transfers that
 # mangle 8-bit data are caught by the very first check.
 MAGIC = b"VQC\x89"
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
-WRITABLE_VERSIONS = (2, 3, 4)
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
+WRITABLE_VERSIONS = (2, 3, 4, 5)
 
 # What a payload is: one range-coder stream (versions 1, 2) or a tuple of separately coded
-# chunks (versions 3, 4).
+# chunks (versions 3 to 5).
 Payload = bytes | tuple[bytes, ...]
 
 FLAG_PORTABLE = 0x01  # tables come from an exact integer prior: decodes on any machine
-# Versions 3, 4: the image's latent grid is coded in independent tiles, whose side (in latent
-# positions) a u16 after the chunk count (version 4: the context stages) gives.
+# Versions 3 to 5: the image's latent grid is coded in independent tiles, whose side (in
+# latent positions) a u16 after the chunk count (versions 4, 5: after the adaptation byte)
+# gives.
 FLAG_TILED = 0x02
 _KNOWN_FLAGS = {1: 0, 2: FLAG_PORTABLE, 3: FLAG_PORTABLE | FLAG_TILED,
-                4: FLAG_PORTABLE | FLAG_TILED}
+                4: FLAG_PORTABLE | FLAG_TILED, 5: FLAG_PORTABLE | FLAG_TILED}
 MAX_TILE = 0xFFFF
 MAX_ANCHOR_WEIGHT_LOG2 = 15  # anchor weights are 2^1 .. 2^15
 
@@ -139,14 +142,14 @@ class ContainerHeader:
             with what it decoded; None for version-1 files, which carry none.
         version: the format version the header was read from, or is to be written in (default:
             the current one).
-        num_chunks: how many separately coded chunks the payload has (versions 3, 4): 1
+        num_chunks: how many separately coded chunks the payload has (versions 3 to 5): 1
             (every stage in one stream) or `num_stages` (chunk i holds stage i, so a file cut
             after k chunks still decodes its first k stages). Always 1 before version 3.
-        tile: images of versions 3, 4: the side, in latent positions, of the tiles the
+        tile: images of versions 3 to 5: the side, in latent positions, of the tiles the
             latent grid was coded in (independent windows in raster order within each stage's
             chunk), 1..65535; 0: one window, the whole grid. A tiled image has one chunk per
             stage, and a grid that fits in one tile is written untiled.
-        context_stages: images of version 4: how many leading stages were coded with the
+        context_stages: images of versions 4, 5: how many leading stages were coded with the
             model's context schedule, 0..num_stages; the later ones were coded in one pass
             each (`coding.context.stage_schedules`). None (the default): all of them (written
             as `num_stages`, which reads back as None), as always before version 4 and for
@@ -154,6 +157,9 @@ class ContainerHeader:
         anchor_weight: images of version 4 with a portable prior: stage 0's first pass was
             coded with its tables adapted to the codes coded before (`coding.latent_codec.
             AdaptiveCounts`) with this weight, a power of two 2..2^15; None: not adapted.
+        adapted: images of version 5 with a portable prior: every pass of every tile was
+            coded with its tables adapted, with the weight its stream names before it
+            (`coding.latent_codec.ADAPTATION_WEIGHTS`); False: nothing adapted.
     """
 
     media_type: MediaType
@@ -170,6 +176,7 @@ class ContainerHeader:
     tile: int = 0
     context_stages: int | None = None
     anchor_weight: int | None = None
+    adapted: bool = False
 
     def __post_init__(self) -> None:
         # Frozen dataclass: normalise through object.__setattr__.
@@ -245,7 +252,7 @@ class ContainerHeader:
             raise ContainerError(f"tile must be 0 to {MAX_TILE}, got {tile}")
         if tile:
             if self.version < 3 or media_type is not MediaType.IMAGE:
-                raise ContainerError("only images of format versions 3 and 4 are tiled")
+                raise ContainerError("only images of format versions 3 to 5 are tiled")
             if num_chunks != num_stages:
                 raise ContainerError("a tiled image has one chunk per stage")
             if len(self.latent_shape) != 2 or max(self.latent_shape) <= tile:
@@ -261,7 +268,8 @@ class ContainerHeader:
         if context == num_stages:
             context = None  # all stages: one meaning, one value
         if context is not None and (self.version < 4 or media_type is not MediaType.IMAGE):
-            raise ContainerError("only images of format version 4 code stages in one pass")
+            raise ContainerError("only images of format versions 4 and 5 code stages in one "
+                                 "pass")
         set_field(self, "context_stages", context)
         anchor = None if self.anchor_weight is None else _as_int(self.anchor_weight,
                                                                   "anchor weight")
@@ -269,9 +277,14 @@ class ContainerHeader:
             if not (2 <= anchor <= 2 ** MAX_ANCHOR_WEIGHT_LOG2 and anchor & (anchor - 1) == 0):
                 raise ContainerError(f"anchor weight must be a power of two 2 to "
                                      f"{2 ** MAX_ANCHOR_WEIGHT_LOG2}, got {anchor}")
-            if self.version < 4 or media_type is not MediaType.IMAGE or not self.portable:
+            if self.version != 4 or media_type is not MediaType.IMAGE or not self.portable:
                 raise ContainerError("only portable images of format version 4 adapt anchors")
         set_field(self, "anchor_weight", anchor)
+        if not isinstance(self.adapted, bool):
+            raise ContainerError(f"adapted must be a bool, got {type(self.adapted).__name__}")
+        if self.adapted and (self.version < 5 or media_type is not MediaType.IMAGE
+                             or not self.portable):
+            raise ContainerError("only portable images of format version 5 adapt their tables")
 
     @property
     def chunk_per_stage(self) -> bool:
@@ -328,11 +341,11 @@ def _encode_header(header: ContainerHeader) -> bytes:
 
 
 def pack_container(header: ContainerHeader, payload: bytes | Sequence[bytes]) -> bytes:
-    """Serialise a header and its payload into `.vqc` bytes, in `header.version` (2 to 4).
+    """Serialise a header and its payload into `.vqc` bytes, in `header.version` (2 to 5).
 
     Args:
         header: the (already validated) container header.
-        payload: versions 3, 4: the `header.num_chunks` chunks (one range-coder stream each; a
+        payload: versions 3 to 5: the `header.num_chunks` chunks (one range-coder stream each; a
             single `bytes` is one chunk); version 2: the one stream. Each at most 2**32-1 bytes.
 
     Returns:
@@ -354,13 +367,16 @@ def pack_container(header: ContainerHeader, payload: bytes | Sequence[bytes]) ->
     if header.version == 2:
         body = _encode_header(header) + _U32.pack(len(chunks[0])) + chunks[0]
         return body + _U32.pack(zlib.crc32(body))
-    # Versions 3, 4: each CRC32 covers every byte of the file before it (the running CRC).
+    # Versions 3 to 5: each CRC32 covers every byte of the file before it (the running CRC).
     body = _encode_header(header) + _U8.pack(header.num_chunks)
     if header.version >= 4:
         body += _U8.pack(header.num_stages if header.context_stages is None
                          else header.context_stages)
+    if header.version == 4:
         body += _U8.pack(0 if header.anchor_weight is None
                          else header.anchor_weight.bit_length() - 1)
+    elif header.version >= 5:
+        body += _U8.pack(int(header.adapted))
     if header.tile:
         body += _U16.pack(header.tile)
     crc = zlib.crc32(body)
@@ -417,18 +433,18 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
 
     Checks run in this order: empty or too short, magic, format version, the bounds of every
     header field, media type, then (versions 1, 2) payload length (exactly the bytes before
-    the CRC) and CRC32, or (versions 3, 4) the header CRC32; then the header field values; then
-    (versions 3, 4) each chunk's bounds and CRC32, and nothing after the last chunk.
+    the CRC) and CRC32, or (versions 3 to 5) the header CRC32; then the header field values; then
+    (versions 3 to 5) each chunk's bounds and CRC32, and nothing after the last chunk.
 
     Args:
         data: the complete file contents (untrusted).
-        allow_truncation: accept a version-3 or -4 file cut short: the complete chunks are returned
+        allow_truncation: accept a version-3 to -5 file cut short: the complete chunks are returned
             (possibly none) and an incomplete last one is dropped; `stages_held` says how many
             stages they hold. A chunk whose CRC does not match is refused all the same.
 
     Returns:
         The header and the payload: the stream's bytes (versions 1, 2), or the tuple of the
-        chunks' bytes (versions 3, 4).
+        chunks' bytes (versions 3 to 5).
 
     Raises:
         ContainerError: for anything that is not a valid container, and nothing else.
@@ -470,9 +486,10 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
     if version >= 3:
         num_chunks = reader.u8("chunk count")
         context_stages = reader.u8("context stages") if version >= 4 else None
-        anchor_log2 = reader.u8("anchor weight") if version >= 4 else 0
+        anchor_log2 = reader.u8("anchor weight") if version == 4 else 0
         if anchor_log2 > MAX_ANCHOR_WEIGHT_LOG2:
             anchor_log2 = MAX_ANCHOR_WEIGHT_LOG2 + 1  # refused below, as 2^16
+        adapted = reader.u8("adapted tables") if version >= 5 else 0
         tile = _U16.unpack(reader.take(_U16.size, "tile size"))[0] if flags & FLAG_TILED else 0
         crc_offset = reader.pos
         stored_crc = reader.u32("header checksum")
@@ -481,7 +498,7 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
         if zlib.crc32(data[:crc_offset]) != stored_crc:
             raise ContainerError("corrupted .vqc file (header CRC mismatch)")
     else:
-        num_chunks = 1
+        num_chunks, adapted = 1, 0
         payload_len = reader.u32("payload length")
         if media_type not in MediaType._value2member_map_:
             raise ContainerError(f"unknown media type {media_type} in .vqc header")
@@ -490,6 +507,9 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
     # The header bytes are intact; a bad value past this point comes from a faulty writer.
     if flags & ~_KNOWN_FLAGS[version]:
         raise ContainerError(f"invalid .vqc header: unknown flags 0x{flags:02x}")
+    if adapted > 1:
+        raise ContainerError(f"invalid .vqc header: the adapted-tables byte must be 0 or 1, "
+                             f"got {adapted}")
     try:
         model_id = model_id_raw.decode("ascii")
     except UnicodeDecodeError:
@@ -509,7 +529,8 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
             num_chunks=num_chunks,
             tile=tile if version >= 3 else 0,
             context_stages=context_stages if version >= 4 else None,
-            anchor_weight=2 ** anchor_log2 if version >= 4 and anchor_log2 else None,
+            anchor_weight=2 ** anchor_log2 if version == 4 and anchor_log2 else None,
+            adapted=version >= 5 and adapted == 1,
         )
     except ContainerError as exc:
         raise ContainerError(f"invalid .vqc header: {exc}") from None
@@ -580,7 +601,7 @@ def read_header(data: bytes, *, allow_truncation: bool = False) -> ContainerHead
 
     Args:
         data: the complete file contents (untrusted).
-        allow_truncation: accept a version-3 or -4 file cut short (see `unpack_container`).
+        allow_truncation: accept a version-3 to -5 file cut short (see `unpack_container`).
     """
     header, _ = unpack_container(data, allow_truncation=allow_truncation)
     return header

@@ -16,6 +16,13 @@ rate, is coded with its counts mixed with the counts of the codes already coded 
 (`AdaptiveCounts`): backward adaptation to the image and the rate, in parts of `ANCHOR_PART`
 positions.
 
+`adapt=True` (exact codecs, format version 5) adapts every pass of every window the same way,
+with its own weight: the encoder scores the whole pass, picks the cheapest of
+`ADAPTATION_WEIGHTS` (or none) for the indices it codes, and writes that choice into the stream
+before the pass (3 bits, a uniform table), so the decoder reads it before it needs it. The
+prior was trained over every rate and does not know the file's: at low rates its later rounds
+are nearly all code 0, which the adapted tables learn within a few parts.
+
 Tiles (`tile=T`): the grid is cut into T x T windows (the last ones smaller) that are coded
 independently, in raster order, each walk seeing only its window (zero beyond its borders, as
 at the grid's borders). Each stage's stream then holds the windows one after another, so it
@@ -91,6 +98,12 @@ TableDraw = Callable[[np.ndarray], np.ndarray]
 # Positions per part of an adapted pass: its tables see the codes of every earlier part.
 ANCHOR_PART = 16
 
+# Format version 5: the weights a pass can be adapted with (None: not adapted). Each pass of
+# each window begins with the index of its weight, coded with the uniform CHOICE_TABLE.
+ADAPTATION_WEIGHTS: tuple[int | None, ...] = (None, 4, 16, 64, 256, 1024, 4096, 16384)
+CHOICE_TABLE = np.full((1, len(ADAPTATION_WEIGHTS)), 1.0 / len(ADAPTATION_WEIGHTS))
+CHOICE_BITS = math.log2(len(ADAPTATION_WEIGHTS))
+
 
 class AdaptiveCounts:
     """Integer counts of the codes coded so far in one pass, per group, mixed into the prior's
@@ -109,10 +122,16 @@ class AdaptiveCounts:
         self.groups, self.weight = groups, float(weight)
         self.seen = torch.zeros(groups, num_codes, dtype=torch.float64)
 
-    def mix(self, counts: torch.Tensor) -> torch.Tensor:
-        """Mixed integer counts of counts [n * G, K] (rows position-major, then group)."""
+    def mix(self, counts: torch.Tensor, sums: torch.Tensor | None = None) -> torch.Tensor:
+        """Mixed integer counts of counts [n * G, K] (rows position-major, then group), given
+        or computing their row sums [n * G]."""
         c = counts.view(-1, self.groups, counts.shape[-1])
-        return (c * self.weight + self.seen[None] * c.sum(-1, keepdim=True)).view_as(counts)
+        s = c.sum(-1, keepdim=True) if sums is None else sums.view(-1, self.groups, 1)
+        return torch.addcmul(c * self.weight, self.seen[None], s).view_as(counts)
+
+    def mixed_sums(self, sums: torch.Tensor) -> torch.Tensor:
+        """The row sums of `mix(counts)` from those of counts [n * G]: sum * (weight + seen)."""
+        return (sums.view(-1, self.groups) * (self.weight + self.seen.sum(-1))).view_as(sums)
 
     def update(self, symbols: np.ndarray | torch.Tensor) -> None:
         """Count the codes [n * G] just coded."""
@@ -123,6 +142,107 @@ class AdaptiveCounts:
         over = self.seen.sum(-1) > self.LIMIT
         if bool(over.any()):
             self.seen[over] = torch.floor(self.seen[over] * 0.5)
+
+
+def adaptation_bits(counts: torch.Tensor, symbols: np.ndarray, groups: int,
+                    weights: Sequence[int | None] = ADAPTATION_WEIGHTS,
+                    part: int = ANCHOR_PART, sums: torch.Tensor | None = None) -> np.ndarray:
+    """Bits [len(weights)] of one pass's symbols [n * G] (stream order) under its integer
+    counts [n * G, K] (row sums `sums`, computed if not given) mixed as `AdaptiveCounts` mixes
+    them with each weight (None: as they are), part by part of `part` positions. A symbol x of a row c, with seen counts s of its
+    group, costs -log2((w c[x] + s[x] sum(c)) / ((w + sum(s)) sum(c))): only c[x], sum(c) and
+    the seen counts matter, so no mixed table is built. An encoder's estimate to choose by
+    (float logarithms); what it then codes is exact."""
+    symbols = np.asarray(symbols, dtype=np.int64)
+    total = (counts.sum(1, dtype=torch.float64) if sums is None else sums).numpy()
+    hit = counts[torch.arange(len(symbols)), torch.from_numpy(symbols)].double().numpy()
+    seen = np.zeros((groups, counts.shape[1]))
+    seen_x = np.empty(len(symbols))
+    seen_n = np.empty(len(symbols))
+    group = np.arange(groups)
+    step = part * groups
+    for start in range(0, len(symbols), step):  # as AdaptiveCounts.update, part by part
+        part = symbols[start:start + step].reshape(-1, groups)
+        seen_x[start:start + step] = seen[group, part].reshape(-1)
+        seen_n[start:start + step] = np.broadcast_to(seen.sum(1), part.shape).reshape(-1)
+        np.add.at(seen, (np.broadcast_to(group, part.shape), part), 1.0)
+        over = seen.sum(1) > AdaptiveCounts.LIMIT
+        seen[over] = np.floor(seen[over] * 0.5)
+    out = np.empty(len(weights))
+    for i, w in enumerate(weights):
+        p = hit / total if w is None else (w * hit + seen_x * total) / ((w + seen_n) * total)
+        out[i] = -np.log2(p).sum()
+    return out
+
+
+class PassWeights:
+    """Which passes of a walk are adapted (`AdaptiveCounts`), and with what weight; this
+    base adapts none."""
+
+    def adapts(self, stage: int, pass_index: int) -> bool:
+        """Whether the pass may be adapted: the walk then scores the whole pass before
+        coding any of it, and asks `weight`."""
+        return False
+
+    def weight(self, stage: int, window: Window, mask: torch.Tensor, counts: torch.Tensor,
+               sums: torch.Tensor) -> int | None:
+        """The weight of a pass that `adapts` (None: not adapted), given its integer counts
+        [n * G, K] as they are (stream order), their row sums [n * G] and its positions
+        `mask` in `window`."""
+        return None
+
+
+class AnchorWeight(PassWeights):
+    """Format version 4: stage 0's first pass of every window, with one weight."""
+
+    def __init__(self, weight: int) -> None:
+        self.value = weight
+
+    def adapts(self, stage: int, pass_index: int) -> bool:
+        return stage == 0 and pass_index == 0
+
+    def weight(self, stage: int, window: Window, mask: torch.Tensor, counts: torch.Tensor,
+               sums: torch.Tensor) -> int | None:
+        return self.value
+
+
+class ChosenWeights(PassWeights):
+    """Format version 5, encoder: every pass's cheapest weight of `ADAPTATION_WEIGHTS` for the
+    indices it codes; `write(stage, choice)` puts the choice into the stage's stream.
+
+    Args:
+        want: the indices being coded, walk layout [S', H, W, G].
+        write: called with (stage, index into ADAPTATION_WEIGHTS) before the pass is coded.
+    """
+
+    def __init__(self, want: torch.Tensor, write: Callable[[int, int], None]) -> None:
+        self.want, self.write = want, write
+
+    def adapts(self, stage: int, pass_index: int) -> bool:
+        return True
+
+    def weight(self, stage: int, window: Window, mask: torch.Tensor, counts: torch.Tensor,
+               sums: torch.Tensor) -> int | None:
+        symbols = self.want[stage][window][mask.cpu()].reshape(-1).numpy()
+        bits = adaptation_bits(counts, symbols, self.want.shape[-1], sums=sums)
+        choice = int(np.argmin(bits))  # ties: the first, None before any weight
+        self.write(stage, choice)
+        return ADAPTATION_WEIGHTS[choice]
+
+
+class ReadWeights(PassWeights):
+    """Format version 5, decoder: every pass's weight, `read(stage)` from the stage's stream
+    (an index into `ADAPTATION_WEIGHTS`)."""
+
+    def __init__(self, read: Callable[[int], int]) -> None:
+        self.read = read
+
+    def adapts(self, stage: int, pass_index: int) -> bool:
+        return True
+
+    def weight(self, stage: int, window: Window, mask: torch.Tensor, counts: torch.Tensor,
+               sums: torch.Tensor) -> int | None:
+        return ADAPTATION_WEIGHTS[self.read(stage)]
 
 
 @dataclass
@@ -191,9 +311,9 @@ class StageByStageCodec:
     def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
               tile: int | None = None, assemble: bool = True,
               context_stages: int | None = None,
-              anchor_weight: int | None = None) -> torch.Tensor | None:
-        if anchor_weight is not None:
-            raise ValueError("adapted anchors need an exact integer prior")
+              weights: PassWeights | None = None) -> torch.Tensor | None:
+        if weights is not None:
+            raise ValueError("adapted tables need an exact integer prior")
         with single_thread():
             found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble,
                                        context_stages)
@@ -202,7 +322,7 @@ class StageByStageCodec:
     def _walk_windows(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
                       tile: int | None, assemble: bool = True,
                       context_stages: int | None = None,
-                      anchor_weight: int | None = None) -> torch.Tensor | None:
+                      weights: PassWeights | None = None) -> torch.Tensor | None:
         """The walk over each window of `tile_windows` in turn (all stages of a window before
         the next window), assembled into indices [S', H, W, symbols per position]; None
         with `assemble=False` and several windows (an encoder, which has the indices, then
@@ -210,19 +330,19 @@ class StageByStageCodec:
         windows = tile_windows(height, width, tile)
         if len(windows) == 1:
             return self._walk_window(num_stages, windows[0], code_pass, context_stages,
-                                     anchor_weight)
+                                     weights)
         indices = (torch.zeros(num_stages, height, width, self.symbols_per_position,
                                dtype=torch.long) if assemble else None)
         for rows, cols in windows:
             found = self._walk_window(num_stages, (rows, cols), code_pass, context_stages,
-                                      anchor_weight)
+                                      weights)
             if indices is not None:
                 indices[:, rows, cols] = found.cpu()
         return indices
 
     def _walk_window(self, num_stages: int, window: Window, code_pass: PassCoder,
                      context_stages: int | None = None,
-                     anchor_weight: int | None = None) -> torch.Tensor:
+                     weights: PassWeights | None = None) -> torch.Tensor:
         """One window's walk, stage by stage, pass by pass: indices [S', h, w, symbols]."""
         height = window[0].stop - window[0].start
         width = window[1].stop - window[1].start
@@ -243,9 +363,12 @@ class StageByStageCodec:
             for p, mask in enumerate(masks_of[schedules[s]]):
                 # The parts' indices, in order; an adapted pass reads them as it goes.
                 parts: list[np.ndarray] = []
-                adapt = anchor_weight if s == 0 and p == 0 else None
+                weight_of = None
+                if weights is not None and weights.adapts(s, p) and bool(mask.any()):
+                    def weight_of(counts, sums, s=s, mask=mask):
+                        return weights.weight(s, window, mask, counts, sums)
                 for part, scores, table in self._pass_tables(prepared, codes, visible, stage,
-                                                             mask, parts, adapt):
+                                                             mask, parts, weight_of):
                     parts.append(code_pass(s, window, part, scores, table))
                 found = torch.from_numpy(np.concatenate(parts)).to(device).view(-1, per_position)
                 indices[s][mask] = found
@@ -268,13 +391,14 @@ class StageByStageCodec:
 
     def _pass_tables(self, coarse: torch.Tensor, codes: torch.Tensor, visible: torch.Tensor,
                      stage: torch.Tensor, mask: torch.Tensor, coded: list[np.ndarray],
-                     anchor_weight: int | None = None
+                     weight_of: Callable[[torch.Tensor, torch.Tensor], int | None] | None = None
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
         """(part mask, scores, probability table [n, K]) of the parts of one pass (see
         `PassCoder`; one row per symbol); `_nll_bits(scores, symbols)` is their ideal code
         length. `coarse`: what `_stage_input` made of the stage's coarse input; `coded`: the
         indices of the parts coded so far (the walk appends each before asking for the next);
-        `anchor_weight`: adapt the tables (`AdaptiveCounts`). Here the whole pass is one part."""
+        `weight_of`: the pass's weight (`PassWeights.weight`) from its counts and their row
+        sums, to adapt its tables (`AdaptiveCounts`). Here the whole pass is one part."""
         logits = self.prior.logits(coarse, codes, visible, stage)[0][mask]
         logits = logits.reshape(-1, logits.shape[-1])  # one row per symbol
         yield mask, logits, probability_table(logits)
@@ -292,7 +416,7 @@ class StageByStageCodec:
 
     def forward(self, indices: torch.Tensor, stages: torch.Tensor | None = None,
                 context_stages: int | None = None,
-                anchor_weight: int | None = None) -> torch.Tensor:
+                anchor_weight: int | None = None, adapt: bool = False) -> torch.Tensor:
         """Training/evaluation: log2-likelihoods (in bits, <= 0) of the given indices, all
         positions of a pass at once (teacher forcing); differentiable for the float priors.
 
@@ -302,6 +426,10 @@ class StageByStageCodec:
             context_stages: as `compress(context_stages=)`: stages from this one on are
                 scored as one pass each (None: all with the prior's schedule).
             anchor_weight: as `compress(anchor_weight=)` (exact codecs only).
+            adapt: as `compress(adapt=)` (exact codecs only), each image's whole grid one
+                window: each pass with the weight the encoder would choose, its choice's
+                `CHOICE_BITS` spread evenly over the pass's symbols (so the sum is the
+                stream's ideal length).
         Returns:
             [B, len(stages), H, W] ([B, len(stages), G, H, W] grouped) log2 p(index).
         """
@@ -309,9 +437,11 @@ class StageByStageCodec:
         stages = torch.arange(s_total) if stages is None else stages
         names = stage_schedules(self.prior.schedule, s_total, context_stages)
         picked = [names[int(s)] for s in stages]
-        if anchor_weight is not None and not self.portable:
-            raise ValueError("adapted anchors need an exact integer prior")
+        if (anchor_weight is not None or adapt) and not self.portable:
+            raise ValueError("adapted tables need an exact integer prior")
         extra = {} if anchor_weight is None else {"anchor_weight": anchor_weight}
+        if adapt:
+            extra["adapt"] = True
         if len(set(picked)) == 1:
             return self._forward_stages(indices, stages, picked[0], **extra)
         out = None
@@ -346,7 +476,7 @@ class StageByStageCodec:
 
     def compress(self, indices: torch.Tensor, *, stream_per_stage: bool = False,
                  tile: int | None = None, context_stages: int | None = None,
-                 anchor_weight: int | None = None) -> CompressedIndices:
+                 anchor_weight: int | None = None, adapt: bool = False) -> CompressedIndices:
         """Code indices (the quantizer's layout: [S', H, W] here, [R', G, H, W] grouped).
 
         Args:
@@ -358,8 +488,13 @@ class StageByStageCodec:
             context_stages: code stages from this one on in one pass each (None: every
                 stage with the prior's schedule).
             anchor_weight: adapt stage 0's first pass with this weight (`AdaptiveCounts`;
-                exact codecs only), or None.
+                exact codecs only; format version 4), or None.
+            adapt: adapt every pass of every window with the cheapest of
+                `ADAPTATION_WEIGHTS`, the choice coded before the pass (exact codecs only;
+                format version 5). Not with `anchor_weight`.
         """
+        if adapt and anchor_weight is not None:
+            raise ValueError("adapt and anchor_weight are two formats: pick one")
         num_stages = indices.shape[0]
         if (not stream_per_stage and num_stages > 1
                 and len(tile_windows(*indices.shape[-2:], tile)) > 1):
@@ -376,14 +511,21 @@ class StageByStageCodec:
             nll += self._nll_bits(logits, symbols)
             return symbols
 
+        def write_choice(s: int, choice: int) -> None:
+            nonlocal nll
+            encoders[s if stream_per_stage else 0].add(np.array([choice]), CHOICE_TABLE)
+            nll += CHOICE_BITS
+
+        weights = (ChosenWeights(want, write_choice) if adapt else
+                   None if anchor_weight is None else AnchorWeight(anchor_weight))
         self._walk(*want.shape[:3], code_pass, tile, assemble=False,
-                   context_stages=context_stages, anchor_weight=anchor_weight)
+                   context_stages=context_stages, weights=weights)
         return CompressedIndices(tuple(e.finish() for e in encoders), nll)
 
     def decompress(self, payload: bytes | Sequence[bytes], num_stages: int, height: int,
                    width: int, *, tile: int | None = None,
                    context_stages: int | None = None,
-                   anchor_weight: int | None = None) -> torch.Tensor:
+                   anchor_weight: int | None = None, adapt: bool = False) -> torch.Tensor:
         """Indices (the quantizer's layout) of the first `num_stages` stages.
 
         Args:
@@ -392,7 +534,8 @@ class StageByStageCodec:
             num_stages: how many stages to decode, from stage 0.
             height, width: the latent grid.
             tile: the tile side the indices were coded with (`compress(tile=)`), or None.
-            context_stages, anchor_weight: as the indices were coded with (`compress`).
+            context_stages, anchor_weight, adapt: as the indices were coded with
+                (`compress`).
         """
         decoders = stage_decoders(payload, num_stages, self.quantizer.num_codes)
         one_stream = isinstance(payload, (bytes, bytearray, memoryview)) or len(payload) == 1
@@ -403,8 +546,10 @@ class StageByStageCodec:
                       table: np.ndarray) -> np.ndarray:
             return decoders[s].read(table)
 
+        weights = (ReadWeights(lambda s: int(decoders[s].read(CHOICE_TABLE)[0])) if adapt else
+                   None if anchor_weight is None else AnchorWeight(anchor_weight))
         return self._walk(num_stages, height, width, code_pass, tile,
-                          context_stages=context_stages, anchor_weight=anchor_weight)
+                          context_stages=context_stages, weights=weights)
 
     def sample(self, num_stages: int, height: int, width: int, draw: TableDraw) -> torch.Tensor:
         """Indices (the quantizer's layout) drawn from the prior in the codec's own order:
@@ -484,6 +629,8 @@ class IntegerStageCodec(StageByStageCodec):
     input_dtype = torch.float64
 
     def __init__(self, *, prior: "IntegerStagePrior", quantizer) -> None:
+        if prior.table.precision > 24:  # adapted passes hold counts in float32
+            raise ValueError(f"count precision {prior.table.precision} > 24 bits")
         self.prior, self.quantizer = prior, quantizer
 
     @property
@@ -502,10 +649,10 @@ class IntegerStageCodec(StageByStageCodec):
     def _walk(self, num_stages: int, height: int, width: int, code_pass: PassCoder,
               tile: int | None = None, assemble: bool = True,
               context_stages: int | None = None,
-              anchor_weight: int | None = None) -> torch.Tensor | None:
+              weights: PassWeights | None = None) -> torch.Tensor | None:
         with exact_mode():
             found = self._walk_windows(num_stages, height, width, code_pass, tile, assemble,
-                                       context_stages, anchor_weight)
+                                       context_stages, weights)
             return None if found is None else self._from_walk_layout(found)
 
     def _codewords(self, stage: int, found: torch.Tensor) -> torch.Tensor:
@@ -527,24 +674,49 @@ class IntegerStageCodec(StageByStageCodec):
 
     def _pass_tables(self, coarse_acc: torch.Tensor | None, codes: torch.Tensor,
                      visible: torch.Tensor, stage: torch.Tensor, mask: torch.Tensor,
-                     coded: list[np.ndarray], anchor_weight: int | None = None
+                     coded: list[np.ndarray],
+                     weight_of: Callable[[torch.Tensor, torch.Tensor], int | None] | None = None
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
         # The features of the whole pass first: they depend on earlier passes only.
         features = self.prior.pass_features(coarse_acc, codes, visible, stage, mask)  # [n, C]
         g, k = max(self.prior.num_groups, 1), self.prior.num_codes
         rows, cols = mask.nonzero(as_tuple=True)  # raster order, as the features
-        adaptive = (None if anchor_weight is None else
-                    AdaptiveCounts(groups=g, num_codes=k, weight=anchor_weight))
-        step = self.SCORE_CHUNK if adaptive is None else ANCHOR_PART
-        for start in range(0, len(features), step):
-            end = start + step
+
+        def scored(start: int, end: int) -> torch.Tensor:  # counts [n' * G, K]
             logits = self.prior.logits_from_features(features[None, start:end], stage)[0]
-            counts = self.prior.counts(logits.reshape(-1, k)).cpu()  # [n' * G, K]
-            if adaptive is not None:
-                counts = adaptive.mix(counts)
+            return self.prior.counts(logits.reshape(-1, k)).cpu()
+
+        def part_mask(start: int, end: int) -> torch.Tensor:
             part = torch.zeros_like(mask)
             part[rows[start:end], cols[start:end]] = True
-            yield part, counts, ExpTable.probabilities(counts).numpy()
+            return part
+
+        n, step = len(features), self.SCORE_CHUNK
+        if weight_of is None:
+            for start in range(0, n, step):
+                counts = scored(start, start + step)
+                yield part_mask(start, start + step), counts, ExpTable.probabilities(counts).numpy()
+            return
+        # An adapted pass: its weight is chosen from the whole pass's counts (float32 holds
+        # them exactly: they are integers below 2^24) and their exact row sums, then it is
+        # coded part by part. A table divided by its row sums, however they were summed, is
+        # the same float: the sums are exact integers.
+        whole = torch.empty(n * g, k, dtype=torch.float32)
+        sums = torch.empty(n * g, dtype=torch.float64)
+        for start in range(0, n, step):
+            counts = scored(start, start + step)
+            whole[start * g:start * g + len(counts)] = counts
+            sums[start * g:start * g + len(counts)] = counts.sum(1)
+        weight = weight_of(whole, sums)
+        adaptive = (None if weight is None else
+                    AdaptiveCounts(groups=g, num_codes=k, weight=weight))
+        step = step if adaptive is None else ANCHOR_PART
+        for start in range(0, n, step):
+            span = slice(start * g, (start + step) * g)
+            counts, total = whole[span].double(), sums[span]
+            if adaptive is not None:
+                counts, total = adaptive.mix(counts, total), adaptive.mixed_sums(total)
+            yield part_mask(start, start + step), counts, (counts / total[:, None]).numpy()
             if adaptive is not None:
                 adaptive.update(coded[-1])
 
@@ -553,9 +725,9 @@ class IntegerStageCodec(StageByStageCodec):
         return float(-np.log2(c[np.arange(len(symbols)), symbols] / c.sum(1)).sum())
 
     def tables(self, indices: torch.Tensor, context_stages: int | None = None,
-               anchor_weight: int | None = None) -> list[torch.Tensor]:
+               anchor_weight: int | None = None, adapt: bool = False) -> list[torch.Tensor]:
         """The integer count tables [n, K] of every pass (stream order) when coding `indices`
-        (for cross-kernel and cross-device tests)."""
+        (for cross-kernel and cross-device tests), adapted as `compress` adapts them."""
         want = self._to_walk_layout(indices.cpu())
         parts = []
 
@@ -563,8 +735,9 @@ class IntegerStageCodec(StageByStageCodec):
             parts.append(counts)
             return want[s][window][mask.cpu()].reshape(-1).numpy()
 
-        self._walk(*want.shape[:3], code_pass, context_stages=context_stages,
-                   anchor_weight=anchor_weight)
+        weights = (ChosenWeights(want, lambda s, choice: None) if adapt else
+                   None if anchor_weight is None else AnchorWeight(anchor_weight))
+        self._walk(*want.shape[:3], code_pass, context_stages=context_stages, weights=weights)
         # The parts joined into passes: rows per pass = its positions x symbols per position.
         rows = [int(m.sum()) * want.shape[-1]
                 for name in stage_schedules(self.prior.schedule, want.shape[0], context_stages)
@@ -572,11 +745,12 @@ class IntegerStageCodec(StageByStageCodec):
         return list(torch.cat(parts).split(rows))
 
     def _forward_stages(self, indices: torch.Tensor, stages: torch.Tensor, schedule: str,
-                        anchor_weight: int | None = None) -> torch.Tensor:
+                        anchor_weight: int | None = None, adapt: bool = False) -> torch.Tensor:
         """Exact log2-likelihoods (from the counts) of indices [B, S', (G,) H, W], all positions
         of a pass at once (teacher forcing): [B, len(stages), (G,) H, W]. Not differentiable.
-        With `anchor_weight`, stage 0's first pass is adapted part by part, as the walk does
-        (one window: the whole grid)."""
+        With `anchor_weight`, stage 0's first pass is adapted part by part, as the walk does;
+        with `adapt`, every pass, with the weight `ChosenWeights` picks (one window: the whole
+        grid)."""
         grouped = self.prior.grouped
         b, s_total = indices.shape[:2]
         h, w = indices.shape[-2:]
@@ -606,39 +780,23 @@ class IntegerStageCodec(StageByStageCodec):
                     feats = self.prior.features(coarse, codes * vis, vis.expand(n, 1, h, w), st)
                     logits = self.prior.logits_from_features(feats[:, m], st)  # [n, P, G, K]
                     counts = self.prior.counts(logits)
-                    if anchor_weight is not None and p == 0 and 0 in st.tolist():
-                        j = st.tolist().index(0)
-                        counts[j] = self._adapted(counts[j], target[j][m], anchor_weight)
+                    if not bool(m.any()):
+                        continue
+                    for j, s in enumerate(st.tolist()):
+                        weight = (anchor_weight if p == 0 and s == 0 else None)
+                        if adapt:
+                            symbols = target[j][m]  # [P, G]
+                            bits = adaptation_bits(counts[j].reshape(-1, counts.shape[-1]).cpu(),
+                                                   symbols.reshape(-1).cpu().numpy(), g)
+                            weight = ADAPTATION_WEIGHTS[int(np.argmin(bits))]
+                        if weight is not None:
+                            counts[j] = self._adapted(counts[j], target[j][m], weight)
                     hit = counts.gather(-1, target[:, m][..., None])[..., 0]
                     out[i][:, m] = (torch.log2(hit) - torch.log2(counts.sum(-1))).cpu()
+                    if adapt:  # each pass's choice, spread over its symbols
+                        out[i][:, m] -= CHOICE_BITS / (int(m.sum()) * g)
         out = out.permute(0, 1, 4, 2, 3) if grouped else out[..., 0]
         return out.to(indices.device)
-
-    def anchor_bits(self, indices: torch.Tensor, weights: Sequence[int],
-                    context_stages: int | None = None, window: Window | None = None
-                    ) -> dict[int | None, float]:
-        """Exact bits of stage 0's first pass of one image's indices (the quantizer's layout,
-        [S', (G,) H, W]) in `window` (default: the whole grid), as the walk codes them: not
-        adapted (key None) and adapted with each of `weights`. Only that pass depends on the
-        weight, so an encoder (or an evaluation) picks the weight from these alone."""
-        want = self._to_walk_layout(indices[:1].cpu())[0]  # [H, W, G]
-        if window is not None:
-            want = want[window]
-        schedule = stage_schedules(self.prior.schedule, 1, context_stages)[0]
-        mask = pass_masks(schedule, *want.shape[:2])[0]
-        zeros = torch.zeros(1, self.quantizer.dim, *mask.shape, dtype=torch.float64)
-        with exact_mode():
-            features = self.prior.pass_features(None, zeros, zeros[:, :1], torch.tensor([0]),
-                                                mask)
-            logits = self.prior.logits_from_features(features[None], torch.tensor([0]))[0]
-            counts = self.prior.counts(logits)  # [P, G, K]
-        symbols = want[mask]  # [P, G], raster order
-        flat = symbols.reshape(-1).numpy()  # stream order: position, then group
-        out = {}
-        for weight in (None, *weights):
-            table = counts if weight is None else self._adapted(counts, symbols, weight)
-            out[weight] = self._nll_bits(table.reshape(len(flat), -1), flat)  # as the encoder
-        return out
 
     def _adapted(self, counts: torch.Tensor, symbols: torch.Tensor, weight: int) -> torch.Tensor:
         """The walk's adapted counts [P, G, K] of a pass whose counts [P, G, K] and indices

@@ -32,9 +32,8 @@ from ..errors import RDError
 from ..io.audio import AudioClip
 from ..pipelines.audio import (AudioCompression, compress_audio, decode_audio, decompress_audio,
                                encode_audio)
-from ..pipelines.image import (ANCHOR_WEIGHTS, IMAGE_CONTEXT_STAGES, ImageCompression,
-                               compress_image, decompress_image, image_to_tensor, rgb_to_luma,
-                               to_8bit)
+from ..pipelines.image import (IMAGE_CONTEXT_STAGES, ImageCompression, compress_image,
+                               decompress_image, image_to_tensor, rgb_to_luma, to_8bit)
 from ..zoo.registry import LoadedModel
 from .items import NamedClip, NamedImage, RDItem
 from .metrics import MS_SSIM_MIN_SIDE, clip_distortion, image_distortion, image_levels
@@ -173,14 +172,11 @@ def _image_batches(loaded: LoadedModel, images: Sequence[NamedImage],
                 coded[lam] = net.encode(x, max_stages, lam)
                 # [B, S, (G,) h', w'], scored as compress_image codes them
                 codec = rate_codec(net)
-                log2p = codec.forward(coded[lam], context_stages=IMAGE_CONTEXT_STAGES)
+                # Adapted as the file's tables are (exact priors; each image one window).
+                log2p = codec.forward(coded[lam], context_stages=IMAGE_CONTEXT_STAGES,
+                                      adapt=bool(getattr(codec, "portable", False)))
                 # [B, S]: NLL of the first n stages
                 cum_bits[lam] = (-log2p.double().flatten(2).sum(2)).cumsum(1).cpu().numpy()
-                if getattr(codec, "portable", False):  # the file's adapted anchors (stage 0)
-                    for j in range(b):
-                        bits = codec.anchor_bits(coded[lam][j], ANCHOR_WEIGHTS,
-                                                 IMAGE_CONTEXT_STAGES)
-                        cum_bits[lam][j] += min(bits.values()) - bits[None]
             _sync(device)
             encode_s = (time.perf_counter() - start) / (b * len(by_lambda))
             gray = [j for j, i in enumerate(chunk) if images[i].array.ndim == 2]

@@ -57,7 +57,7 @@ def encode_indices(loaded: LoadedModel, indices: torch.Tensor, **options):
         loaded: the model.
         indices: in the codec's layout.
         options: for the codec's `compress` (images: `stream_per_stage`, `tile`,
-            `context_stages`, `anchor_weight`).
+            `context_stages`, `adapt`).
 
     Returns:
         (coded, portable, check): the `CompressedIndices` (streams, NLL), whether the tables
@@ -109,8 +109,8 @@ def decode_indices(header: ContainerHeader, loaded: LoadedModel, payload: Payloa
         shape: what the codec's `decompress` takes after the payload.
         complete: every coded stage is decoded, so the index check applies (it covers the
             indices of all stages); False when fewer stages are asked for.
-        options: for the codec's `decompress` (images: `tile`); an image's `context_stages`
-            and `anchor_weight` come from the header.
+        options: for the codec's `decompress` (images: `tile`); an image's `context_stages`,
+            `anchor_weight` (version 4) and `adapt` (version 5) come from the header.
 
     Raises:
         CorruptPayloadError: the payload does not decode, or decodes to other indices than
@@ -129,6 +129,7 @@ def decode_indices(header: ContainerHeader, loaded: LoadedModel, payload: Payloa
     if header.media_type == MediaType.IMAGE:
         options.setdefault("context_stages", header.context_stages)
         options.setdefault("anchor_weight", header.anchor_weight)
+        options.setdefault("adapt", header.adapted)
     try:
         indices = codec.decompress(payload, *shape, **options)
     except CorruptPayloadError:

@@ -27,7 +27,6 @@ from ..device import resolve_device
 from ..errors import InputError
 from ..io.image import as_image_array
 from ..coding import file_codec
-from ..coding.latent_codec import tile_windows
 from .file import Compression, decode_indices, encode_indices, open_file, stages_to_decode
 
 
@@ -50,12 +49,6 @@ DECODE_BAND_POSITIONS = 16384
 # saves 4 of the 11 prior evaluations that see anything (round 0's first pass sees nothing
 # and is nearly free); from round 1 on, +2.5 % at quality 1 for one evaluation more.
 IMAGE_CONTEXT_STAGES = 2
-# The weights an encoder tries for stage 0's first pass, which sees nothing and so codes with
-# the prior's average over every rate (`coding.latent_codec.AdaptiveCounts`); the file keeps
-# the one that gives the fewest bits, or none. Session 9, every 4th Kodak image, the best per
-# image against none: -16.4 % of the file at quality 1, -7.5 % at 3, -1.3 % at 6, -0.9 % at
-# 9 and 12 (docs/ablations.md).
-ANCHOR_WEIGHTS = (16, 64, 256, 1024)
 
 
 @dataclass
@@ -191,30 +184,11 @@ def image_to_indices(net, array: np.ndarray, stages: int, rd_lambda: float,
     return out
 
 
-def choose_anchor_weight(loaded: LoadedModel, indices: torch.Tensor,
-                         context_stages: int | None, tile: int | None) -> int | None:
-    """The weight of `ANCHOR_WEIGHTS` (or None) that codes stage 0's first pass of the first
-    tile (the whole grid if untiled) in the fewest bits; None for a float prior.
-
-    Args:
-        loaded: the model.
-        indices: one image's indices, the quantizer's layout.
-        context_stages: as the file codes them.
-        tile: the tile side, or None.
-    """
-    codec = file_codec(loaded.model)
-    if not getattr(codec, "portable", False):
-        return None
-    window = tile_windows(*indices.shape[-2:], tile)[0]
-    bits = codec.anchor_bits(indices, ANCHOR_WEIGHTS, context_stages, window)
-    return min(bits, key=bits.get)  # ties: the first, None before any weight
-
-
 def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
                    quality: int | None = None, device: str = "auto",
                    tile: int = IMAGE_TILE,
                    context_stages: int | None = IMAGE_CONTEXT_STAGES,
-                   adapt_anchors: bool = True) -> ImageCompression:
+                   adapt: bool = True) -> ImageCompression:
     """Compress an image (PIL image or uint8 array HxW / HxWx3) into a `.vqc` file's bytes.
 
     Args:
@@ -227,9 +201,10 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
         context_stages: code the stages from this one on in one pass each (faster, a few
             tenths of a percent larger; the file records it); None: every stage with the
             model's context schedule. Default `IMAGE_CONTEXT_STAGES`.
-        adapt_anchors: with an exact prior, code stage 0's first pass with tables adapted to
-            the image, with the best of `ANCHOR_WEIGHTS` for its first tile (or none, if
-            none is better); the file records it.
+        adapt: with an exact prior, code every pass of every tile with its tables adapted
+            to the codes already coded (`coding.latent_codec.ADAPTATION_WEIGHTS`: each
+            pass's cheapest weight, or none, named in the stream; format version 5). The
+            prior was trained over every rate; this adapts it to the file's.
     """
     if isinstance(tile, bool) or not isinstance(tile, int) or not 1 <= tile <= MAX_TILE:
         raise InputError(f"tile must be an integer 1 to {MAX_TILE}, got {tile!r}")
@@ -252,18 +227,17 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
     context = stages if context_stages is None else min(context_stages, stages)
     latent_shape = tuple(indices.shape[-2:])
     tiled = max(latent_shape) > tile  # a grid that fits in one tile is coded untiled
-    anchor = (choose_anchor_weight(loaded, indices, context, tile if tiled else None)
-              if adapt_anchors else None)
+    adapted = adapt and bool(getattr(file_codec(net), "portable", False))
     # One chunk per stage: a file cut after k chunks still decodes its first k stages.
     coded, portable, check = encode_indices(loaded, indices, stream_per_stage=True,
                                             tile=tile if tiled else None,
-                                            context_stages=context, anchor_weight=anchor)
+                                            context_stages=context, adapt=adapted)
     header = ContainerHeader(
         media_type=MediaType.IMAGE, model_id=loaded.name, weights_hash=loaded.weights_hash,
         num_stages=stages, shape=(channels, height, width), sample_rate=0,
         latent_shape=latent_shape, portable=portable, index_check=check,
         num_chunks=stages, tile=tile if tiled else 0, context_stages=context,
-        anchor_weight=anchor)
+        adapted=adapted)
     data = pack_container(header, coded.streams)
     return ImageCompression(data=data, header=header, payload_bytes=coded.payload_bits // 8,
                             nll_bits=coded.nll_bits, num_pixels=height * width,
