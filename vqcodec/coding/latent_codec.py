@@ -110,6 +110,8 @@ class AdaptiveCounts:
     count tables: a row c becomes weight * c + seen[g] * sum(c), i.e. probabilities
     (weight * p + seen) / (weight + number seen). A group's counts are halved (floor) once they
     pass `LIMIT`, which keeps every sum below 2^53 (exact) and follows local statistics.
+    numpy float64 (integers): a part's table is small, and numpy's element-wise ops neither
+    cost torch's dispatch per op nor wait on busy threads.
 
     Args:
         groups, num_codes: the table layout (rows: positions x groups).
@@ -120,28 +122,27 @@ class AdaptiveCounts:
 
     def __init__(self, *, groups: int, num_codes: int, weight: int) -> None:
         self.groups, self.weight = groups, float(weight)
-        self.seen = torch.zeros(groups, num_codes, dtype=torch.float64)
+        self.seen = np.zeros((groups, num_codes))
 
-    def mix(self, counts: torch.Tensor, sums: torch.Tensor | None = None) -> torch.Tensor:
+    def mix(self, counts: np.ndarray, sums: np.ndarray | None = None) -> np.ndarray:
         """Mixed integer counts of counts [n * G, K] (rows position-major, then group), given
         or computing their row sums [n * G]."""
-        c = counts.view(-1, self.groups, counts.shape[-1])
-        s = c.sum(-1, keepdim=True) if sums is None else sums.view(-1, self.groups, 1)
-        return torch.addcmul(c * self.weight, self.seen[None], s).view_as(counts)
+        c = counts.reshape(-1, self.groups, counts.shape[-1])
+        s = c.sum(-1, keepdims=True) if sums is None else sums.reshape(-1, self.groups, 1)
+        return (c * self.weight + self.seen[None] * s).reshape(counts.shape)
 
-    def mixed_sums(self, sums: torch.Tensor) -> torch.Tensor:
+    def mixed_sums(self, sums: np.ndarray) -> np.ndarray:
         """The row sums of `mix(counts)` from those of counts [n * G]: sum * (weight + seen)."""
-        return (sums.view(-1, self.groups) * (self.weight + self.seen.sum(-1))).view_as(sums)
+        return (sums.reshape(-1, self.groups) * (self.weight + self.seen.sum(-1))).reshape(
+            sums.shape)
 
-    def update(self, symbols: np.ndarray | torch.Tensor) -> None:
+    def update(self, symbols: np.ndarray) -> None:
         """Count the codes [n * G] just coded."""
-        sym = torch.as_tensor(symbols, dtype=torch.int64).reshape(-1, self.groups)
-        group = torch.arange(self.groups).expand_as(sym)
-        self.seen.index_put_((group, sym), torch.ones(sym.shape, dtype=torch.float64),
-                             accumulate=True)
+        sym = np.asarray(symbols, dtype=np.int64).reshape(-1, self.groups)
+        np.add.at(self.seen, (np.broadcast_to(np.arange(self.groups), sym.shape), sym), 1.0)
         over = self.seen.sum(-1) > self.LIMIT
-        if bool(over.any()):
-            self.seen[over] = torch.floor(self.seen[over] * 0.5)
+        if over.any():
+            self.seen[over] = np.floor(self.seen[over] * 0.5)
 
 
 def adaptation_bits(counts: torch.Tensor, symbols: np.ndarray, groups: int,
@@ -149,25 +150,23 @@ def adaptation_bits(counts: torch.Tensor, symbols: np.ndarray, groups: int,
                     part: int = ANCHOR_PART, sums: torch.Tensor | None = None) -> np.ndarray:
     """Bits [len(weights)] of one pass's symbols [n * G] (stream order) under its integer
     counts [n * G, K] (row sums `sums`, computed if not given) mixed as `AdaptiveCounts` mixes
-    them with each weight (None: as they are), part by part of `part` positions. A symbol x of a row c, with seen counts s of its
-    group, costs -log2((w c[x] + s[x] sum(c)) / ((w + sum(s)) sum(c))): only c[x], sum(c) and
-    the seen counts matter, so no mixed table is built. An encoder's estimate to choose by
-    (float logarithms); what it then codes is exact."""
+    them with each weight (None: as they are), part by part of `part` positions. A symbol x of
+    a row c, with seen counts s of its group, costs -log2((w c[x] + s[x] sum(c)) / ((w + sum(s))
+    sum(c))): only c[x], sum(c) and the seen counts matter, so no mixed table is built. An
+    encoder's estimate to choose by (float logarithms); what it then codes is exact."""
     symbols = np.asarray(symbols, dtype=np.int64)
     total = (counts.sum(1, dtype=torch.float64) if sums is None else sums).numpy()
     hit = counts[torch.arange(len(symbols)), torch.from_numpy(symbols)].double().numpy()
-    seen = np.zeros((groups, counts.shape[1]))
     seen_x = np.empty(len(symbols))
     seen_n = np.empty(len(symbols))
+    adaptive = AdaptiveCounts(groups=groups, num_codes=counts.shape[1], weight=1)
     group = np.arange(groups)
     step = part * groups
-    for start in range(0, len(symbols), step):  # as AdaptiveCounts.update, part by part
-        part = symbols[start:start + step].reshape(-1, groups)
-        seen_x[start:start + step] = seen[group, part].reshape(-1)
-        seen_n[start:start + step] = np.broadcast_to(seen.sum(1), part.shape).reshape(-1)
-        np.add.at(seen, (np.broadcast_to(group, part.shape), part), 1.0)
-        over = seen.sum(1) > AdaptiveCounts.LIMIT
-        seen[over] = np.floor(seen[over] * 0.5)
+    for start in range(0, len(symbols), step):
+        rows = symbols[start:start + step].reshape(-1, groups)
+        seen_x[start:start + step] = adaptive.seen[group, rows].reshape(-1)
+        seen_n[start:start + step] = np.broadcast_to(adaptive.seen.sum(1), rows.shape).reshape(-1)
+        adaptive.update(rows)
     out = np.empty(len(weights))
     for i, w in enumerate(weights):
         p = hit / total if w is None else (w * hit + seen_x * total) / ((w + seen_n) * total)
@@ -711,17 +710,18 @@ class IntegerStageCodec(StageByStageCodec):
         adaptive = (None if weight is None else
                     AdaptiveCounts(groups=g, num_codes=k, weight=weight))
         step = step if adaptive is None else ANCHOR_PART
+        whole_np, sums_np = whole.numpy(), sums.numpy()
         for start in range(0, n, step):
             span = slice(start * g, (start + step) * g)
-            counts, total = whole[span].double(), sums[span]
+            counts, total = whole_np[span].astype(np.float64), sums_np[span]
             if adaptive is not None:
                 counts, total = adaptive.mix(counts, total), adaptive.mixed_sums(total)
-            yield part_mask(start, start + step), counts, (counts / total[:, None]).numpy()
+            yield part_mask(start, start + step), counts, counts / total[:, None]
             if adaptive is not None:
                 adaptive.update(coded[-1])
 
-    def _nll_bits(self, counts: torch.Tensor, symbols: np.ndarray) -> float:
-        c = counts.cpu().numpy()
+    def _nll_bits(self, counts: torch.Tensor | np.ndarray, symbols: np.ndarray) -> float:
+        c = counts.cpu().numpy() if isinstance(counts, torch.Tensor) else counts
         return float(-np.log2(c[np.arange(len(symbols)), symbols] / c.sum(1)).sum())
 
     def tables(self, indices: torch.Tensor, context_stages: int | None = None,
@@ -803,12 +803,13 @@ class IntegerStageCodec(StageByStageCodec):
         [P, G] (positions in raster order) are known: part by part, as `_pass_tables`."""
         g, k = counts.shape[1:]
         adaptive = AdaptiveCounts(groups=g, num_codes=k, weight=weight)
-        out = torch.empty_like(counts)
-        for start in range(0, len(counts), ANCHOR_PART):
+        rows, found = counts.cpu().numpy(), symbols.cpu().numpy()
+        out = np.empty_like(rows)
+        for start in range(0, len(rows), ANCHOR_PART):
             end = start + ANCHOR_PART
-            out[start:end] = adaptive.mix(counts[start:end].reshape(-1, k)).view(-1, g, k)
-            adaptive.update(symbols[start:end].cpu())
-        return out
+            out[start:end] = adaptive.mix(rows[start:end].reshape(-1, k)).reshape(-1, g, k)
+            adaptive.update(found[start:end])
+        return torch.from_numpy(out).to(counts.device)
 
 
 def teacher_forced_passes(quantizer, indices: torch.Tensor, schedule: str):
