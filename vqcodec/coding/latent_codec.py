@@ -3,10 +3,10 @@
 `compress` and `decompress` run one loop, `_walk`, so the encoder computes exactly the prior
 evaluations the decoder will: same inputs, same shapes, same order. Stream order: stage 0..S'-1,
 within a stage the passes of the context schedule, within a pass positions in raster order.
-Stages can go into one range-coder stream or into one stream each (format versions 3, 4),
+Stages can go into one range-coder stream or into one stream each (format versions 3 to 5),
 and decoding can stop after any stage: a stage depends on earlier stages only.
 
-`context_stages=k` (format version 4) codes the stages from k on in one pass each
+`context_stages=k` (format versions 4, 5) codes the stages from k on in one pass each
 (`context.stage_schedules`): their positions are predicted from the earlier stages only, so
 each costs one prior evaluation instead of one per pass of the schedule.
 
