@@ -174,6 +174,14 @@ def adaptation_bits(counts: torch.Tensor, symbols: np.ndarray, groups: int,
     return out
 
 
+def cheapest_weight(counts: torch.Tensor, symbols: np.ndarray, groups: int,
+                    sums: torch.Tensor | None = None) -> int:
+    """The index into `ADAPTATION_WEIGHTS` of the weight that codes one pass in the fewest
+    bits (`adaptation_bits`; ties: the first, None before any weight): the encoder's choice,
+    and the evaluation's."""
+    return int(np.argmin(adaptation_bits(counts, symbols, groups, sums=sums)))
+
+
 class PassWeights:
     """Which passes of a walk are adapted (`AdaptiveCounts`), and with what weight; this
     base adapts none."""
@@ -223,8 +231,7 @@ class ChosenWeights(PassWeights):
     def weight(self, stage: int, window: Window, mask: torch.Tensor, counts: torch.Tensor,
                sums: torch.Tensor) -> int | None:
         symbols = self.want[stage][window][mask.cpu()].reshape(-1).numpy()
-        bits = adaptation_bits(counts, symbols, self.want.shape[-1], sums=sums)
-        choice = int(np.argmin(bits))  # ties: the first, None before any weight
+        choice = cheapest_weight(counts, symbols, self.want.shape[-1], sums)
         self.write(stage, choice)
         return ADAPTATION_WEIGHTS[choice]
 
@@ -438,9 +445,8 @@ class StageByStageCodec:
         picked = [names[int(s)] for s in stages]
         if (anchor_weight is not None or adapt) and not self.portable:
             raise ValueError("adapted tables need an exact integer prior")
-        extra = {} if anchor_weight is None else {"anchor_weight": anchor_weight}
-        if adapt:
-            extra["adapt"] = True
+        # Only exact codecs' `_forward_stages` adapts (and takes the two).
+        extra = {"anchor_weight": anchor_weight, "adapt": adapt} if self.portable else {}
         if len(set(picked)) == 1:
             return self._forward_stages(indices, stages, picked[0], **extra)
         out = None
@@ -785,10 +791,9 @@ class IntegerStageCodec(StageByStageCodec):
                     for j, s in enumerate(st.tolist()):
                         weight = (anchor_weight if p == 0 and s == 0 else None)
                         if adapt:
-                            symbols = target[j][m]  # [P, G]
-                            bits = adaptation_bits(counts[j].reshape(-1, counts.shape[-1]).cpu(),
-                                                   symbols.reshape(-1).cpu().numpy(), g)
-                            weight = ADAPTATION_WEIGHTS[int(np.argmin(bits))]
+                            weight = ADAPTATION_WEIGHTS[cheapest_weight(
+                                counts[j].reshape(-1, counts.shape[-1]).cpu(),
+                                target[j][m].reshape(-1).cpu().numpy(), g)]
                         if weight is not None:
                             counts[j] = self._adapted(counts[j], target[j][m], weight)
                     hit = counts.gather(-1, target[:, m][..., None])[..., 0]
