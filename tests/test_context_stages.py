@@ -147,7 +147,7 @@ def test_version_3_files_code_every_stage_with_the_schedule(tiny_integer_grouped
     assert len(v3) == len(result.data) - 2  # no context-stages and adaptation bytes
     assert np.array_equal(decompress_image(v3, model=loaded, device="cpu"),
                           decompress_image(result.data, model=loaded, device="cpu"))
-    with pytest.raises(ContainerError, match="format versions 4 and 5"):
+    with pytest.raises(ContainerError, match="format versions 4 to 6"):
         ContainerHeader(media_type=MediaType.IMAGE, model_id="m", weights_hash=bytes(8),
                         num_stages=3, shape=(3, 8, 8), sample_rate=0, latent_shape=(1, 1),
                         version=3, num_chunks=3, context_stages=1)

@@ -17,7 +17,7 @@ import pytest
 import soundfile
 from PIL import Image
 
-from vqcodec.format import unpack_container
+from vqcodec.format import stage_payload, unpack_container
 from vqcodec.pipelines.audio import decompress_audio
 from vqcodec.pipelines.file import decode_indices
 from vqcodec.pipelines.image import decompress_image
@@ -44,7 +44,7 @@ def test_golden_file_decodes_to_the_same_indices(name):
         shape = (header.num_stages, *header.latent_shape)
     else:
         shape = (header.latent_shape[0], header.num_stages, header.latent_shape[1])
-    indices = decode_indices(header, loaded, payload, *shape)
+    indices = decode_indices(header, loaded, stage_payload(header, payload), *shape)
     digest = hashlib.sha256(np.ascontiguousarray(indices.numpy(), dtype="<i4").tobytes())
     assert digest.hexdigest() == entry["indices_sha256"]
 

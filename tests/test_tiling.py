@@ -182,7 +182,7 @@ def test_tile_field_layout_and_checks():
     for changes, message in [({"tile": 6}, "fits in one tile"),
                              ({"tile": 70000}, "tile must be 0 to 65535"),
                              ({"num_chunks": 1}, "one chunk per stage"),
-                             ({"version": 2, "num_chunks": 1}, "format versions 3 to 5")]:
+                             ({"version": 2, "num_chunks": 1}, "format versions 3 to 6")]:
         with pytest.raises(ContainerError, match=message):
             dataclasses.replace(HEADER, **changes)
     with pytest.raises(InputError, match="tile must be an integer"):

@@ -9,6 +9,9 @@ Everything is little-endian. Version 5 (written):
     | context stages u8 | adapted tables u8 | [tile u16, only with the tiled flag]
     | header CRC32 u32 | chunk count x (chunk length u32 | chunk bytes | CRC32 u32)
 
+Version 6 (written for refined images only) has a refinement-step byte after the adapted
+tables byte, and one chunk more than the stages: the refinement's stream.
+
 Version 4 (still read and writable) has the anchor weight's log2 where version 5 has the
 adapted-tables byte (0 or 1): it adapts stage 0's first pass only, with one weight. Version 3
 (still read and writable) has neither byte nor the context stages: every stage is coded with
@@ -47,6 +50,8 @@ __all__ = [
     "stages_held",
     "index_check",
     "read_header",
+    "refinement_held",
+    "stage_payload",
     "unpack_container",
     "weights_hash",
 ]
@@ -55,8 +60,11 @@ __all__ = [
 # mangle 8-bit data are caught by the very first check.
 MAGIC = b"VQC\x89"
 FORMAT_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
-WRITABLE_VERSIONS = (2, 3, 4, 5)
+# Version 6 adds the refinement step (images past the quantizer's ladder); vqcodec writes it
+# only for refined images, so every other file stays readable by a vqcodec that reads 5.
+REFINED_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+WRITABLE_VERSIONS = (2, 3, 4, 5, 6)
 
 # What a payload is: one range-coder stream (versions 1, 2) or a tuple of separately coded
 # chunks (versions 3 to 5).
@@ -68,9 +76,12 @@ FLAG_PORTABLE = 0x01  # tables come from an exact integer prior: decodes on any 
 # gives.
 FLAG_TILED = 0x02
 _KNOWN_FLAGS = {1: 0, 2: FLAG_PORTABLE, 3: FLAG_PORTABLE | FLAG_TILED,
-                4: FLAG_PORTABLE | FLAG_TILED, 5: FLAG_PORTABLE | FLAG_TILED}
+                4: FLAG_PORTABLE | FLAG_TILED, 5: FLAG_PORTABLE | FLAG_TILED,
+                6: FLAG_PORTABLE | FLAG_TILED}
 MAX_TILE = 0xFFFF
 MAX_ANCHOR_WEIGHT_LOG2 = 15  # anchor weights are 2^1 .. 2^15
+# Version 6: the refinement step in quarters of an 8-bit level, 1.0 .. 63.75 (0: none).
+MIN_REFINEMENT_QUARTERS = 4
 
 MAX_MODEL_ID_LENGTH = 64
 WEIGHTS_HASH_SIZE = 8
@@ -157,9 +168,12 @@ class ContainerHeader:
         anchor_weight: images of version 4 with a portable prior: stage 0's first pass was
             coded with its tables adapted to the codes coded before (`coding.latent_codec.
             AdaptiveCounts`) with this weight, a power of two 2..2^15; None: not adapted.
-        adapted: images of version 5 with a portable prior: every pass of every tile was
+        adapted: images of versions 5, 6 with a portable prior: every pass of every tile was
             coded with its tables adapted, with the weight its stream names before it
             (`coding.latent_codec.ADAPTATION_WEIGHTS`); False: nothing adapted.
+        refinement_step: images of version 6: the step, in 8-bit levels (a multiple of 1/4,
+            1 to 63.75), of the refinement (`coding.refinement`) whose stream is the chunk
+            after the stages' (so `num_chunks` is `num_stages + 1`); 0: none.
     """
 
     media_type: MediaType
@@ -177,6 +191,7 @@ class ContainerHeader:
     context_stages: int | None = None
     anchor_weight: int | None = None
     adapted: bool = False
+    refinement_step: float = 0.0
 
     def __post_init__(self) -> None:
         # Frozen dataclass: normalise through object.__setattr__.
@@ -239,8 +254,22 @@ class ContainerHeader:
             set_field(self, "index_check", check)
         if self.version not in READABLE_VERSIONS:
             raise ContainerError(f"unsupported .vqc format version {self.version}")
+        step = self.refinement_step
+        if isinstance(step, bool) or not isinstance(step, (int, float)):
+            raise ContainerError(f"refinement step must be a number, got {step!r}")
+        step = float(step)
+        if step and not (MIN_REFINEMENT_QUARTERS <= step * 4 <= MAX_U8
+                         and step * 4 == int(step * 4)):
+            raise ContainerError(f"refinement step must be a multiple of 0.25 from 1 to "
+                                 f"{MAX_U8 / 4}, got {step}")
+        if step and (self.version < REFINED_VERSION or media_type is not MediaType.IMAGE):
+            raise ContainerError("only images of format version 6 are refined")
+        set_field(self, "refinement_step", step)
         num_chunks = _as_int(self.num_chunks, "num_chunks")
-        if num_chunks not in (1, num_stages):
+        if step and num_chunks != num_stages + 1:
+            raise ContainerError(f"a refined image has one chunk per stage and one for the "
+                                 f"refinement ({num_stages + 1}), got {num_chunks}")
+        if not step and num_chunks not in (1, num_stages):
             raise ContainerError(
                 f"num_chunks must be 1 or num_stages ({num_stages}), got {num_chunks}")
         if self.version < 3 and num_chunks != 1:
@@ -252,8 +281,8 @@ class ContainerHeader:
             raise ContainerError(f"tile must be 0 to {MAX_TILE}, got {tile}")
         if tile:
             if self.version < 3 or media_type is not MediaType.IMAGE:
-                raise ContainerError("only images of format versions 3 to 5 are tiled")
-            if num_chunks != num_stages:
+                raise ContainerError("only images of format versions 3 to 6 are tiled")
+            if num_chunks - (1 if step else 0) != num_stages:
                 raise ContainerError("a tiled image has one chunk per stage")
             if len(self.latent_shape) != 2 or max(self.latent_shape) <= tile:
                 raise ContainerError(f"tile {tile} for a latent grid of "
@@ -268,7 +297,7 @@ class ContainerHeader:
         if context == num_stages:
             context = None  # all stages: one meaning, one value
         if context is not None and (self.version < 4 or media_type is not MediaType.IMAGE):
-            raise ContainerError("only images of format versions 4 and 5 code stages in one "
+            raise ContainerError("only images of format versions 4 to 6 code stages in one "
                                  "pass")
         set_field(self, "context_stages", context)
         anchor = None if self.anchor_weight is None else _as_int(self.anchor_weight,
@@ -284,12 +313,18 @@ class ContainerHeader:
             raise ContainerError(f"adapted must be a bool, got {type(self.adapted).__name__}")
         if self.adapted and (self.version < 5 or media_type is not MediaType.IMAGE
                              or not self.portable):
-            raise ContainerError("only portable images of format version 5 adapt their tables")
+            raise ContainerError("only portable images of format versions 5, 6 adapt their "
+                                 "tables")
+
+    @property
+    def stage_chunks(self) -> int:
+        """How many chunks hold stages (all but a refined image's last)."""
+        return self.num_chunks - (1 if self.refinement_step else 0)
 
     @property
     def chunk_per_stage(self) -> bool:
         """Chunk i holds stage i (so the file is truncatable stage by stage)."""
-        return self.num_chunks == self.num_stages
+        return self.stage_chunks == self.num_stages
 
 
 def index_check(indices) -> int:
@@ -377,6 +412,8 @@ def pack_container(header: ContainerHeader, payload: bytes | Sequence[bytes]) ->
                          else header.anchor_weight.bit_length() - 1)
     elif header.version >= 5:
         body += _U8.pack(int(header.adapted))
+    if header.version >= REFINED_VERSION:
+        body += _U8.pack(round(header.refinement_step * 4))
     if header.tile:
         body += _U16.pack(header.tile)
     crc = zlib.crc32(body)
@@ -397,9 +434,23 @@ def stages_held(header: ContainerHeader, payload: Payload) -> int:
         header: the file's header.
         payload: its payload.
     """
-    if isinstance(payload, bytes) or len(payload) == header.num_chunks:
+    if isinstance(payload, bytes) or len(payload) >= header.stage_chunks:
         return header.num_stages
     return len(payload) if header.chunk_per_stage else 0
+
+
+def stage_payload(header: ContainerHeader, payload: Payload) -> Payload:
+    """The part of `payload` that holds stages: all of it but a refined image's last chunk."""
+    if isinstance(payload, bytes) or not header.refinement_step:
+        return payload
+    return payload[:header.stage_chunks]
+
+
+def refinement_held(header: ContainerHeader, payload: Payload) -> bytes | None:
+    """A refined image's refinement stream, if `payload` (possibly truncated) holds it."""
+    if not header.refinement_step or isinstance(payload, bytes):
+        return None
+    return payload[header.stage_chunks] if len(payload) > header.stage_chunks else None
 
 
 class _Reader:
@@ -490,6 +541,7 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
         if anchor_log2 > MAX_ANCHOR_WEIGHT_LOG2:
             anchor_log2 = MAX_ANCHOR_WEIGHT_LOG2 + 1  # refused below, as 2^16
         adapted = reader.u8("adapted tables") if version >= 5 else 0
+        refinement = reader.u8("refinement step") if version >= REFINED_VERSION else 0
         tile = _U16.unpack(reader.take(_U16.size, "tile size"))[0] if flags & FLAG_TILED else 0
         crc_offset = reader.pos
         stored_crc = reader.u32("header checksum")
@@ -498,7 +550,7 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
         if zlib.crc32(data[:crc_offset]) != stored_crc:
             raise ContainerError("corrupted .vqc file (header CRC mismatch)")
     else:
-        num_chunks, adapted = 1, 0
+        num_chunks, adapted, refinement = 1, 0, 0
         payload_len = reader.u32("payload length")
         if media_type not in MediaType._value2member_map_:
             raise ContainerError(f"unknown media type {media_type} in .vqc header")
@@ -531,6 +583,7 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
             context_stages=context_stages if version >= 4 else None,
             anchor_weight=2 ** anchor_log2 if version == 4 and anchor_log2 else None,
             adapted=version >= 5 and adapted == 1,
+            refinement_step=refinement / 4,
         )
     except ContainerError as exc:
         raise ContainerError(f"invalid .vqc header: {exc}") from None

@@ -1,5 +1,6 @@
 """Remake the golden files of the current format version: for every shipped model, a 64x48
-crop of `examples/kodim23.png` at qualities 1, 6 and 12 (images) or the first 2 s of
+crop of `examples/kodim23.png` at qualities 1, 6 and 12 and the refined quality 16 (images;
+format version 6, the others 5) or the first 2 s of
 `examples/speech-female.flac` at 1.5 and 6 kbps (audio); each as the `.vqc` file, the SHA-256
 of its indices and the decoded output. Files of an earlier format version stay in the manifest
 as they are (`{model}-{setting}.vqc`: version 2; later ones `{model}-{setting}-v{N}.vqc`),
@@ -28,6 +29,7 @@ from vqcodec.zoo.registry import load_model, shipped_models
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent.parent / "examples"
 IMAGE_QUALITIES = (1, 6, 12)
+REFINED_QUALITIES = (16,)  # past the ladder: written as version 6
 AUDIO_KBPS = (1.5, 6.0)
 
 
@@ -39,7 +41,7 @@ def golden_inputs() -> tuple[np.ndarray, tuple[np.ndarray, int]]:
 
 
 def main() -> None:
-    from vqcodec.format import FORMAT_VERSION, unpack_container
+    from vqcodec.format import FORMAT_VERSION, stage_payload, unpack_container
     from vqcodec.pipelines.file import decode_indices
     import hashlib
 
@@ -53,26 +55,29 @@ def main() -> None:
         if loaded.kind == "image":
             settings = [(f"q{q}", dict(quality=min(q, len(loaded.qualities))))
                         for q in IMAGE_QUALITIES]
+            settings += [(f"q{q}", dict(quality=q)) for q in REFINED_QUALITIES
+                         if q <= loaded.num_qualities]
         else:
             settings = [(f"{k:g}kbps", dict(bitrate=k)) for k in AUDIO_KBPS]
         for label, kwargs in settings:
-            stem = f"{name}-{label}-v{FORMAT_VERSION}"
             if loaded.kind == "image":
                 data = compress_image(image, model=loaded, device="cpu", **kwargs).data
+                stem = f"{name}-{label}-v{data[4]}"
                 decoded = f"{stem}.png"
                 save_image(decompress_image(data, model=loaded, device="cpu"), HERE / decoded)
             else:
                 data = compress_audio(clip, model=loaded, device="cpu", **kwargs).data
+                stem = f"{name}-{label}-v{data[4]}"
                 decoded = f"{stem}.flac"
                 save_audio(HERE / decoded, decompress_audio(data, model=loaded, device="cpu"))
             (HERE / f"{stem}.vqc").write_bytes(data)
             header, payload = unpack_container(data)
             shape = ((header.num_stages, *header.latent_shape) if loaded.kind == "image" else
                      (header.latent_shape[0], header.num_stages, header.latent_shape[1]))
-            indices = decode_indices(header, loaded, payload, *shape)
+            indices = decode_indices(header, loaded, stage_payload(header, payload), *shape)
             manifest[f"{stem}.vqc"] = {
                 "model": name, "setting": label, "decoded": decoded,
-                "version": FORMAT_VERSION,
+                "version": data[4],
                 "indices_sha256": hashlib.sha256(
                     np.ascontiguousarray(indices.numpy(), dtype="<i4").tobytes()).hexdigest()}
             print(stem, len(data), "bytes")

@@ -170,6 +170,8 @@ def info(input_path: str) -> None:
                if h.context_stages is not None else []),
              *([f"adapted anchors: weight {h.anchor_weight}"] if h.anchor_weight else []),
              *(["adapted tables: every pass (its weight in the stream)"] if h.adapted else []),
+             *([f"refinement: step {h.refinement_step:g} (8-bit levels), its own chunk"]
+               if h.refinement_step else []),
              f"portable: {'yes (exact integer tables: decodes on any machine)' if h.portable else 'no (float tables: decodes where the CPU kernels round as the writer' + chr(39) + 's)'}",
              f"file size: {len(data)} bytes"]
     if h.media_type.name == "IMAGE":

@@ -235,8 +235,8 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
                           f"{medium.kind} model")
     if medium.kind == "image":
         check_dependencies()
-    model_qualities = (_int_list(qualities, "--qualities", 1, len(loaded.qualities))
-                       if qualities else list(range(1, len(loaded.qualities) + 1)))
+    model_qualities = (_int_list(qualities, "--qualities", 1, loaded.num_qualities)
+                       if qualities else list(range(1, loaded.num_qualities + 1)))
     codecs, notes = resolve_baselines(
         (baselines or ",".join(DEFAULT_BASELINES[medium.kind])).split(","), medium.kind)
     if medium.kind == "image":

@@ -32,8 +32,10 @@ from ..errors import RDError
 from ..io.audio import AudioClip
 from ..pipelines.audio import (AudioCompression, compress_audio, decode_audio, decompress_audio,
                                encode_audio)
+from ..coding.refinement import encode_refinement
 from ..pipelines.image import (IMAGE_CONTEXT_STAGES, ImageCompression, compress_image,
-                               decompress_image, image_to_tensor, rgb_to_luma, to_8bit)
+                               decompress_image, image_to_tensor, refine_picture, rgb_to_luma,
+                               to_8bit)
 from ..zoo.registry import LoadedModel
 from .items import NamedClip, NamedImage, RDItem
 from .metrics import MS_SSIM_MIN_SIDE, clip_distortion, image_distortion, image_levels
@@ -153,6 +155,7 @@ def _image_batches(loaded: LoadedModel, images: Sequence[NamedImage],
     net = loaded.model
     device = next(net.parameters()).device
     rates = [loaded.rate_for_quality(q) for q, _ in points]
+    steps = [loaded.refinement_step(q) for q, _ in points]
     # One encoder pass per rate weight: qualities that differ only in stages share indices.
     by_lambda: dict[float, int] = {}
     for n, lam in rates:
@@ -185,13 +188,32 @@ def _image_batches(loaded: LoadedModel, images: Sequence[NamedImage],
                 rgb = to_8bit(net.decode(coded[lam][:, :n])[..., :h, :w])
                 if gray:  # what decompress_image hands back: luma, compared as RGB
                     rgb[gray] = rgb_to_luma(rgb[gray])[:, None].expand(-1, 3, -1, -1)
+                bits = [float(cum_bits[lam][j, n - 1]) for j in range(b)]
+                if steps[point]:
+                    rgb = _refine(rgb, [images[i].array for i in chunk], steps[point], bits)
                 decoded = rgb.float()
                 _sync(device)
                 decode_s = (time.perf_counter() - start) / b
-                yield _Batch(point=point, members=chunk, stages=n,
-                             bits=[float(cum_bits[lam][j, n - 1]) for j in range(b)],
+                yield _Batch(point=point, members=chunk, stages=n, bits=bits,
                              decoded=list(decoded), encoding_time=encode_s,
                              decoding_time=decode_s, extra=[{} for _ in chunk])
+
+
+def _refine(rgb: torch.Tensor, originals: Sequence[np.ndarray], step: float,
+            bits: list[float]) -> torch.Tensor:
+    """Refine decoded pictures (uint8 [B, 3, h, w], grayscale ones as luma in all channels)
+    as `compress_image` does, adding each refinement's ideal bits to `bits`."""
+    out = rgb.clone()
+    for j, original in enumerate(originals):
+        base = rgb[j].permute(1, 2, 0).cpu().numpy()
+        gray = original.ndim == 2
+        target = np.repeat(original[..., None], 3, axis=2) if gray else original
+        _, extra, residual = encode_refinement(target.astype(np.float64) - base, step)
+        bits[j] += extra
+        refined = refine_picture(base[..., 0] if gray else base, residual)
+        refined = np.repeat(refined[..., None], 3, axis=2) if gray else refined
+        out[j] = torch.from_numpy(refined).permute(2, 0, 1).to(rgb.device)
+    return out
 
 
 def _image_roundtrip(loaded: LoadedModel, image: NamedImage, quality: int,
@@ -329,7 +351,7 @@ def evaluate_model(loaded: LoadedModel, items: Sequence[RDItem], *,
     medium = MEDIA[loaded.kind]
     steps = _STEPS[loaded.kind]
     device = next(loaded.model.parameters()).device
-    qualities = list(qualities or range(1, len(loaded.qualities) + 1))
+    qualities = list(qualities or range(1, loaded.num_qualities + 1))
     stage_list = [loaded.stages_for_quality(q) for q in qualities]
     settings = (qualities if medium.kind == "image"
                 else [loaded.model.config.kbps(n) for n in stage_list])

@@ -22,11 +22,13 @@ import torch.nn.functional as F
 
 from ..nn.image_autoencoder import decoder_halo
 from ..zoo.registry import DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_model
-from ..format import MAX_TILE, ContainerHeader, MediaType, pack_container
+from ..format import (MAX_TILE, REFINED_VERSION, ContainerError, ContainerHeader, MediaType,
+                      pack_container, refinement_held, stage_payload)
 from ..device import resolve_device
 from ..errors import InputError
 from ..io.image import as_image_array
 from ..coding import file_codec
+from ..coding.refinement import decode_refinement, encode_refinement
 from .file import Compression, decode_indices, encode_indices, open_file, stages_to_decode
 
 
@@ -147,6 +149,19 @@ def indices_to_image(net, indices: torch.Tensor, channels: int, height: int, wid
     return out
 
 
+def refine_picture(base: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """The refined picture: the decoded one (uint8 HxW or HxWx3) plus a dequantized residual
+    [H, W, 3], rounded and clamped to 8 bits (grayscale: the residual's mean over colours,
+    as a gray picture's three equal channels are refined)."""
+    if base.ndim == 2:
+        residual = residual.mean(axis=2)
+    return np.clip(np.round(base + residual), 0, 255).astype(np.uint8)
+
+
+def _as_rgb(array: np.ndarray) -> np.ndarray:
+    return np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array
+
+
 def image_to_indices(net, array: np.ndarray, stages: int, rd_lambda: float,
                      device: torch.device, *, band_rows: int | None = None) -> torch.Tensor:
     """Encode a uint8 image (HxW or HxWx3) to indices in the quantizer's layout ([S', h, w]
@@ -194,7 +209,9 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
     Args:
         image: the image.
         model: shipped model name, model file path, or a loaded model.
-        quality: 1..N (more stages, more bits); default: the model's default.
+        quality: 1..N (more stages, more bits); default: the model's default. Qualities
+            past the model's ladder (`LoadedModel.refined_qualities`) also code a refinement
+            of the decoded picture (format version 6).
         device: "auto", "cpu" or "cuda".
         tile: the side, in latent positions, of the tiles a latent grid larger than one
             tile is coded in (1..65535; the file records it); default `IMAGE_TILE`.
@@ -221,8 +238,9 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
     array = as_image_array(image)
     height, width = array.shape[:2]
     channels = 1 if array.ndim == 2 else 3
-    stages, rd_lambda = loaded.rate_for_quality(
-        loaded.default_quality if quality is None else quality)
+    quality = loaded.default_quality if quality is None else quality
+    stages, rd_lambda = loaded.rate_for_quality(quality)
+    step = loaded.refinement_step(quality)
     indices = image_to_indices(net, array, stages, rd_lambda, dev)
     context = stages if context_stages is None else min(context_stages, stages)
     latent_shape = tuple(indices.shape[-2:])
@@ -232,15 +250,26 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
     coded, portable, check = encode_indices(loaded, indices, stream_per_stage=True,
                                             tile=tile if tiled else None,
                                             context_stages=context, adapt=adapted)
+    streams, nll_bits, payload_bits = list(coded.streams), coded.nll_bits, coded.payload_bits
+    if step:
+        # The refinement codes what the decoder's picture misses, so it needs that picture.
+        base = indices_to_image(net, indices, channels, height, width, dev)
+        residual = _as_rgb(array).astype(np.float64) - _as_rgb(base)
+        stream, bits, _ = encode_refinement(residual, step)
+        streams.append(stream)
+        nll_bits += bits
+        payload_bits += 8 * len(stream)
     header = ContainerHeader(
         media_type=MediaType.IMAGE, model_id=loaded.name, weights_hash=loaded.weights_hash,
         num_stages=stages, shape=(channels, height, width), sample_rate=0,
         latent_shape=latent_shape, portable=portable, index_check=check,
-        num_chunks=stages, tile=tile if tiled else 0, context_stages=context,
-        adapted=adapted)
-    data = pack_container(header, coded.streams)
-    return ImageCompression(data=data, header=header, payload_bytes=coded.payload_bits // 8,
-                            nll_bits=coded.nll_bits, num_pixels=height * width,
+        num_chunks=len(streams), tile=tile if tiled else 0, context_stages=context,
+        adapted=adapted, refinement_step=step,
+        # The oldest version that holds the file, so that earlier readers read it.
+        version=REFINED_VERSION if step else 5)
+    data = pack_container(header, streams)
+    return ImageCompression(data=data, header=header, payload_bytes=payload_bits // 8,
+                            nll_bits=nll_bits, num_pixels=height * width,
                             seconds=time.perf_counter() - start)
 
 
@@ -252,9 +281,10 @@ def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
         data: the file's bytes.
         model: optional model name/path/loaded model; by default the one named in the file.
         device: "auto", "cpu" or "cuda".
-        stages: decode only the first `stages` stages (rounds), a coarser picture; the
-            stream stops being read after them, and a file (version 3 or later) cut after
-            that many chunks suffices. None: all stages the file codes.
+        stages: decode only the first `stages` stages (rounds), a coarser picture, without
+            a refined file's refinement; the stream stops being read after them, and a file
+            (version 3 or later) cut after that many chunks suffices. None: all stages the
+            file codes, and its refinement.
     """
     header, payload, loaded, dev = open_file(data, MediaType.IMAGE, model, device)
     net = loaded.model
@@ -265,6 +295,16 @@ def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
             or header.num_stages > net.config.num_stages):
         raise ModelError("inconsistent .vqc header: shape, latent grid or stages do not fit the model")
     num_stages = stages_to_decode(header, payload, stages)
-    indices = decode_indices(header, loaded, payload, num_stages, *expected,
-                             complete=num_stages == header.num_stages, tile=header.tile or None)
-    return indices_to_image(net, indices, channels, height, width, dev)
+    refinement = refinement_held(header, payload) if stages is None else None
+    if stages is None and header.refinement_step and refinement is None:
+        raise ContainerError(f"truncated .vqc file: it holds the {header.num_stages} stages "
+                             f"but not their refinement (decode those with --stages "
+                             f"{header.num_stages})")
+    indices = decode_indices(header, loaded, stage_payload(header, payload), num_stages,
+                             *expected, complete=num_stages == header.num_stages,
+                             tile=header.tile or None)
+    picture = indices_to_image(net, indices, channels, height, width, dev)
+    if refinement is None:
+        return picture
+    return refine_picture(picture, decode_refinement(refinement, header.refinement_step,
+                                                     height, width))

@@ -25,6 +25,15 @@ DEFAULT_IMAGE_MODEL = "vqimage-v3i"
 DEFAULT_AUDIO_MODEL = "vqaudio-v1i"
 INTEGER_PREFIX = "integer_prior."  # tensor names of a model's integer prior in its file
 
+# Qualities past a grouped image model's own ladder (format version 6): the picture of its
+# quality IMAGE_REFINEMENT_BASE, refined in pixels (`coding.refinement`) with these steps in
+# 8-bit levels, coarsest first. Chosen by measurement on 12 BSDS500 test photos
+# (docs/ablations.md, session 11): above 30 dB a coarse base and scalar refinement cost less
+# than the quantizer's later rounds (base 3: +4.9 % against WebP, base 6 +6.7 %, base 12
+# +17.9 %); the steps span about 31.5 to 40 dB.
+IMAGE_REFINEMENT_BASE = 3
+IMAGE_REFINEMENT_STEPS = (48.0, 40.0, 32.0, 26.0, 21.0, 17.0, 14.0)
+
 # kind (as written in a model file) -> (config class, model class)
 MODEL_KINDS = {"image": (ImageModelConfig, VQImageModel), "audio": (AudioModelConfig, VQAudioModel)}
 
@@ -43,12 +52,36 @@ class LoadedModel:
         if self.kind != kind:
             raise ModelError(f"model {self.name!r} is an {self.kind} model, not an {kind} model")
 
+    @property
+    def refined_qualities(self) -> int:
+        """How many qualities past the model's own ladder refine its pictures (grouped
+        image models: `IMAGE_REFINEMENT_STEPS`; others none)."""
+        grouped = self.kind == "image" and bool(self.model.config.num_groups)
+        return len(IMAGE_REFINEMENT_STEPS) if grouped else 0
+
+    @property
+    def num_qualities(self) -> int:
+        """Qualities 1..num_qualities: the model's ladder, then the refined ones."""
+        return len(self.qualities) + self.refined_qualities
+
+    def refinement_step(self, quality: int) -> float:
+        """The refinement step at `quality` in 8-bit levels; 0 on the model's own ladder."""
+        self._check_quality(quality)
+        extra = quality - len(self.qualities)
+        return IMAGE_REFINEMENT_STEPS[extra - 1] if extra > 0 else 0.0
+
+    def _check_quality(self, quality: int) -> None:
+        if not 1 <= quality <= self.num_qualities:
+            raise ModelError(f"quality must be 1..{self.num_qualities} for model {self.name}, "
+                             f"got {quality}")
+
     def rate_for_quality(self, quality: int) -> tuple[int, float]:
         """(stages coded, rate weight of the encoder's code choice) at `quality`. A quality
-        entry is a stage count, or [stages, rd_lambda] for models whose encoder weighs rate."""
-        if not 1 <= quality <= len(self.qualities):
-            raise ModelError(f"quality must be 1..{len(self.qualities)} for model {self.name}, "
-                             f"got {quality}")
+        entry is a stage count, or [stages, rd_lambda] for models whose encoder weighs rate;
+        a refined quality codes the stages of `IMAGE_REFINEMENT_BASE`."""
+        self._check_quality(quality)
+        if quality > len(self.qualities):
+            quality = min(IMAGE_REFINEMENT_BASE, len(self.qualities))
         entry = self.qualities[quality - 1]
         return (int(entry[0]), float(entry[1])) if isinstance(entry, list) else (int(entry), 0.0)
 

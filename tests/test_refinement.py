@@ -1,0 +1,221 @@
+"""The refinement layer (format version 6): qualities past a grouped model's ladder code the
+decoded picture's error in pixels, exactly, in a chunk of its own."""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from vqcodec.cli.main import cli
+from vqcodec.coding import refinement
+from vqcodec.coding.refinement import (BLOCK, decode_refinement, encode_refinement,
+                                       forward_transform, inverse_transform)
+from vqcodec.errors import ContainerError, CorruptPayloadError
+from vqcodec.format import (REFINED_VERSION, ContainerHeader, MediaType, pack_container,
+                            refinement_held, stages_held, unpack_container)
+from vqcodec.pipelines.image import compress_image, decompress_image
+from vqcodec.zoo.registry import IMAGE_REFINEMENT_BASE, IMAGE_REFINEMENT_STEPS, load_model
+
+from conftest import assert_one_line_error, smooth_image
+
+HEADER = ContainerHeader(media_type=MediaType.IMAGE, model_id="m", weights_hash=bytes(8),
+                         num_stages=3, shape=(3, 32, 48), sample_rate=0, latent_shape=(2, 3),
+                         index_check=7, num_chunks=4, refinement_step=12.5,
+                         version=REFINED_VERSION)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255 ** 2 / ((a.astype(np.float64) - b) ** 2).mean()))
+
+
+# --- the refinement codec ---------------------------------------------------------------------
+
+def test_transform_is_orthonormal_and_inverts():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 20, (16, 24, 3))
+    c = forward_transform(x)
+    assert c.shape == (3, 2, 3, BLOCK, BLOCK)
+    assert np.isclose((c ** 2).sum(), (x ** 2).sum())  # same squared error in both domains
+    assert np.allclose(inverse_transform(c), x)
+
+
+@pytest.mark.parametrize("step", [1.0, 6.25, 30.0])
+def test_round_trip_is_exact(step):
+    # Odd sizes (padded to blocks and cropped back), large errors (escapes at step 1).
+    rng = np.random.default_rng(1)
+    residual = rng.normal(0, 12, (37, 53, 3))
+    residual[5, 7] = [255, -255, 200]
+    stream, bits, dequantized = encode_refinement(residual, step)
+    decoded = decode_refinement(stream, step, 37, 53)
+    assert decoded.shape == (37, 53, 3)
+    assert np.array_equal(decoded, dequantized)
+    # The stream is the ideal length of the adaptive tables to within the coder's flush.
+    assert abs(8 * len(stream) - bits) <= 64
+    # Error of uniform steps with a dead zone: at most the step's per coefficient.
+    assert np.abs(forward_transform(np.pad(residual - dequantized, ((0, 3), (0, 3), (0, 0)),
+                                           mode="edge"))).max() < 10 * step
+
+
+def test_finer_steps_cost_more_and_err_less():
+    rng = np.random.default_rng(2)
+    residual = rng.normal(0, 10, (32, 32, 3))
+    results = [encode_refinement(residual, s) for s in (40.0, 20.0, 10.0)]
+    sizes = [len(r[0]) for r in results]
+    errors = [((residual - r[2]) ** 2).mean() for r in results]
+    assert sizes == sorted(sizes) and errors == sorted(errors, reverse=True)
+
+
+def test_bad_step_and_corrupt_stream_are_refused():
+    with pytest.raises(ValueError, match="at least"):
+        encode_refinement(np.zeros((8, 8, 3)), 0.5)
+    stream, _, _ = encode_refinement(np.random.default_rng(3).normal(0, 30, (16, 16, 3)), 4.0)
+    with pytest.raises(CorruptPayloadError):
+        decode_refinement(stream[:-3], 4.0, 16, 16)  # not a whole number of words
+
+
+def test_tables_do_not_depend_on_float_input():
+    # The decoder sees only integers: the same quantized coefficients give the same stream
+    # whatever float noise the residual had below the quantizer's resolution.
+    rng = np.random.default_rng(4)
+    levels = rng.integers(-3, 4, (3, 2, 2, BLOCK, BLOCK)) * 8.0
+    residual = inverse_transform(levels)
+    a = encode_refinement(residual, 8.0)[0]
+    b = encode_refinement(residual + rng.normal(0, 1e-6, residual.shape), 8.0)[0]
+    assert a == b
+
+
+def test_part_size_grows_with_the_image():
+    assert refinement.refinement_part_size(10) == refinement.MIN_PART
+    assert refinement.refinement_part_size(10 ** 6) == -(-10 ** 6 // refinement.PARTS_PER_PASS)
+
+
+# --- the container ----------------------------------------------------------------------------
+
+def test_version_6_header_round_trip():
+    chunks = (b"abcd", b"", b"0123", b"ref!")
+    data = pack_container(HEADER, chunks)
+    assert data[4] == REFINED_VERSION
+    header, payload = unpack_container(data)
+    assert header == HEADER and payload == chunks
+    assert header.stage_chunks == 3 and header.chunk_per_stage
+    assert refinement_held(header, payload) == b"ref!"
+    # Cut before the refinement chunk: every stage is held, the refinement is not.
+    cut = data[:len(data) - (4 + 4 + 4)]
+    header, payload = unpack_container(cut, allow_truncation=True)
+    assert stages_held(header, payload) == 3 and refinement_held(header, payload) is None
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(refinement_step=0.3), "multiple of 0.25"),
+    (dict(refinement_step=12.3), "multiple of 0.25"),
+    (dict(refinement_step=64.0), "multiple of 0.25"),
+    (dict(num_chunks=3), "one for the refinement"),
+    (dict(version=5), "version 6"),
+])
+def test_bad_refinement_headers_are_refused(change, message):
+    with pytest.raises(ContainerError, match=message):
+        dataclasses.replace(HEADER, **change)
+
+
+def test_a_refinement_byte_below_one_level_is_refused():
+    data = bytearray(pack_container(HEADER, (b"", b"", b"", b"")))
+    # The step's byte (12.5 levels = 50 quarters) is the last before the header CRC, which
+    # ends the header: 48 bytes of fields shared with version 2 for this model id, then the
+    # chunk count, context stages, adaptation and refinement bytes.
+    at = 48 + 3
+    assert data[at] == 50
+    data[at] = 2
+    data[at + 1:at + 5] = zlib.crc32(bytes(data[:at + 1])).to_bytes(4, "little")
+    with pytest.raises(ContainerError, match="refinement step"):
+        unpack_container(bytes(data))
+
+
+# --- through the pipeline and the CLI ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model("vqimage-v3i")
+
+
+@pytest.fixture(scope="module")
+def crop():
+    image = Image.open("examples/kodim23.png").convert("RGB")
+    return np.ascontiguousarray(np.asarray(image)[64:160, 48:176])
+
+
+def test_ladder_extends_grouped_models_only(shipped, tiny_model):
+    n = len(shipped.qualities)
+    assert shipped.num_qualities == n + len(IMAGE_REFINEMENT_STEPS)
+    assert shipped.refinement_step(n) == 0.0
+    assert shipped.refinement_step(n + 1) == IMAGE_REFINEMENT_STEPS[0]
+    assert shipped.rate_for_quality(n + 1) == shipped.rate_for_quality(IMAGE_REFINEMENT_BASE)
+    assert tiny_model.num_qualities == len(tiny_model.qualities)
+
+
+def test_refined_qualities_climb_and_decode_exactly(shipped, crop):
+    n = len(shipped.qualities)
+    top = compress_image(crop, model=shipped, quality=n, device="cpu")
+    assert top.header.version == 5 and not top.header.refinement_step
+    last_psnr, last_size = _psnr(decompress_image(top.data, model=shipped), crop), 0
+    for quality in (n + 1, n + 4, shipped.num_qualities):
+        result = compress_image(crop, model=shipped, quality=quality, device="cpu")
+        h = result.header
+        assert h.version == REFINED_VERSION and h.num_chunks == h.num_stages + 1
+        assert h.refinement_step == shipped.refinement_step(quality)
+        out = decompress_image(result.data, model=shipped)
+        psnr = _psnr(out, crop)
+        assert psnr > last_psnr and len(result.data) > last_size
+        last_psnr, last_size = psnr, len(result.data)
+        assert abs(result.payload_bytes * 8 / result.nll_bits - 1) < 0.02
+    assert last_psnr > 38
+
+
+def test_refined_file_previews_and_truncation(shipped, crop):
+    n = len(shipped.qualities)
+    refined = compress_image(crop, model=shipped, quality=n + 2, device="cpu")
+    base = compress_image(crop, model=shipped, quality=IMAGE_REFINEMENT_BASE, device="cpu")
+    stages = refined.header.num_stages
+    # The stages alone are the base quality's picture.
+    preview = decompress_image(refined.data, model=shipped, stages=stages)
+    assert np.array_equal(preview, decompress_image(base.data, model=shipped))
+    # Without its last chunk the file still decodes the stages, and says what is missing.
+    _, chunks = unpack_container(refined.data)
+    cut = refined.data[:len(refined.data) - len(chunks[-1]) - 8]
+    assert np.array_equal(decompress_image(cut, model=shipped, stages=stages), preview)
+    with pytest.raises(ContainerError, match=f"not their refinement.*--stages {stages}"):
+        decompress_image(cut, model=shipped)
+    # A changed refinement byte is caught by the chunk's CRC.
+    bad = bytearray(refined.data)
+    bad[-6] ^= 0x40
+    with pytest.raises(ContainerError, match="CRC"):
+        decompress_image(bytes(bad), model=shipped)
+
+
+def test_refined_grayscale(shipped, crop):
+    gray = np.asarray(Image.fromarray(crop).convert("L"))
+    n = len(shipped.qualities)
+    out = decompress_image(compress_image(gray, model=shipped, quality=n + 3).data,
+                           model=shipped)
+    assert out.shape == gray.shape and _psnr(out, gray) > 34
+
+
+def test_cli_refined_quality_and_info(tmp_path, shipped, crop):
+    src = tmp_path / "crop.png"
+    Image.fromarray(crop).save(src)
+    n = shipped.num_qualities
+    runner = CliRunner()
+    result = runner.invoke(cli, ["compress", str(src), str(tmp_path / "a.vqc"), "-q", str(n)])
+    assert result.exit_code == 0, result.output
+    info = runner.invoke(cli, ["info", str(tmp_path / "a.vqc")])
+    assert info.exit_code == 0 and "refinement: step 14" in info.output
+    result = runner.invoke(cli, ["decompress", str(tmp_path / "a.vqc"), str(tmp_path / "a.png")])
+    assert result.exit_code == 0, result.output
+    assert _psnr(np.asarray(Image.open(tmp_path / "a.png")), crop) > 38
+    result = runner.invoke(cli, ["compress", str(src), str(tmp_path / "b.vqc"), "-q",
+                                 str(n + 1)])
+    assert_one_line_error(result, f"quality must be 1..{n}")
+    assert not (tmp_path / "b.vqc").exists()

@@ -1,0 +1,221 @@
+"""Refinement layer: what lifts an image past the quantizer's ceiling (format version 6).
+
+The residual quantizer's rounds stop paying above about 30 dB (its 128 block-PCA components
+alone cap vqimage-v3i at 33.5 dB on Kodak), where uniform scalar steps keep paying
+(docs/ablations.md, session 7). The refinement codes the decoded picture's error in pixels:
+
+- an orthonormal colour rotation and 8x8 orthonormal DCT of the residual (original minus the
+  8-bit decoded picture), so a uniform step costs the same squared error everywhere;
+- uniform scalar quantization with a dead zone, step `step` in 8-bit levels;
+- exact adaptive coding: each coefficient's magnitude under integer counts per context
+  (colour channel, frequency band, the magnitudes of its already coded neighbours in
+  frequency and in the first colour channel), updated after every part of `part_size`
+  blocks. Every table is a ratio of integers, so encoder and decoder compute the same ones
+  on any machine without any network; the decoded picture itself (float, machine-dependent
+  in its last bits) never enters a table.
+
+Passes go coefficient by coefficient in zigzag order, channel by channel, over all blocks, so
+every context a part needs was decoded in earlier passes or parts.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import CorruptPayloadError
+from .entropy import IndexDecoder, IndexEncoder
+
+BLOCK = 8
+# Magnitudes 0..LITERALS-1 are symbols; LITERALS is an escape followed by the rest in
+# ESCAPE_BITS uniform bits. With steps >= MIN_STEP no coefficient exceeds 2^13: a block's
+# colour-rotated residual is at most 255 * sqrt(3) per pixel and an orthonormal 8x8 DCT basis
+# function at most 1/4 in magnitude (1/8 for DC), so |c| <= 64 * 441.7 / 4 < 7100.
+LITERALS = 17
+ESCAPE_BITS = 13
+MIN_STEP = 1.0
+# Counts: each coded symbol adds INCREMENT to its context's row; a row is halved once its sum
+# passes LIMIT (every count stays >= 1), which keeps sums exact and lets the tables follow.
+INCREMENT = 32
+LIMIT = 1 << 16
+DEAD_ZONE = 0.35  # rounding offset of the quantizer: magnitudes are floor(|c| / step + 0.35)
+MIN_PART = 256  # blocks per part at least; more for large images (PARTS_PER_PASS)
+PARTS_PER_PASS = 16
+
+# Orthonormal colour rotation: the mean of R, G, B and two chroma differences.
+COLOUR = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]], dtype=np.float64)
+COLOUR /= np.linalg.norm(COLOUR, axis=1, keepdims=True)
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    x = np.arange(n)[None, :]
+    m = np.cos(np.pi * (2 * x + 1) * k / (2 * n)) * np.sqrt(2 / n)
+    m[0] /= np.sqrt(2)
+    return m
+
+
+DCT = _dct_matrix(BLOCK)
+
+
+def _zigzag(n: int) -> list[tuple[int, int]]:
+    return sorted(((u, v) for u in range(n) for v in range(n)),
+                  key=lambda uv: (uv[0] + uv[1], uv[1] if (uv[0] + uv[1]) % 2 else uv[0]))
+
+
+ZIGZAG = _zigzag(BLOCK)
+# Frequency band of each zigzag position (contexts are shared within a band).
+BAND_EDGES = (1, 3, 6, 10, 15, 21, 28, 36, 64)
+BANDS = np.searchsorted(np.array(BAND_EDGES), np.arange(BLOCK * BLOCK), side="right")
+NEIGHBOUR_BUCKETS = np.array([0, 1, 2, 3, 3, 4, 4, 4, 5])  # of min(|a| + |b|, 8)
+CROSS_BUCKETS = np.array([0, 1, 2, 2])  # of min(|first channel|, 3)
+NUM_CONTEXTS = 3 * len(BAND_EDGES) * 6 * 3
+
+
+def forward_transform(residual: np.ndarray) -> np.ndarray:
+    """Residual [H, W, 3] (float, 8-bit levels) -> coefficients [3, H/8, W/8, 8, 8]; H and W
+    must be multiples of 8."""
+    h, w, _ = residual.shape
+    y = residual.reshape(h * w, 3) @ COLOUR.T
+    y = y.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK, 3).transpose(4, 0, 2, 1, 3)
+    return np.einsum("ui,cabij,vj->cabuv", DCT, y, DCT, optimize=True)
+
+
+def inverse_transform(coefficients: np.ndarray) -> np.ndarray:
+    """The inverse of `forward_transform`."""
+    c, bh, bw = coefficients.shape[:3]
+    y = np.einsum("ui,cabuv,vj->cabij", DCT, coefficients, DCT, optimize=True)
+    y = y.transpose(1, 3, 2, 4, 0).reshape(bh * BLOCK * bw * BLOCK, 3)
+    return (y @ COLOUR).reshape(bh * BLOCK, bw * BLOCK, 3)
+
+
+def quantize(coefficients: np.ndarray, step: float) -> np.ndarray:
+    mag = np.floor(np.abs(coefficients) / step + DEAD_ZONE)
+    return (np.sign(coefficients) * mag).astype(np.int32)
+
+
+def _pad(residual: np.ndarray) -> np.ndarray:
+    h, w = residual.shape[:2]
+    return np.pad(residual, ((0, -h % BLOCK), (0, -w % BLOCK), (0, 0)), mode="edge")
+
+
+def refinement_part_size(blocks: int) -> int:
+    """Blocks per part of a pass: at least MIN_PART, and at most PARTS_PER_PASS parts."""
+    return max(MIN_PART, -(-blocks // PARTS_PER_PASS))
+
+
+def _initial_counts() -> np.ndarray:
+    # A geometric start (small magnitudes likelier), as a cheap stand-in for training.
+    base = np.maximum(1, np.round(INCREMENT * 8 * 0.5 ** np.arange(LITERALS + 1))).astype(np.int64)
+    return np.tile(base, (NUM_CONTEXTS, 1))
+
+
+def _contexts(q: np.ndarray, k: int, ch: int) -> np.ndarray:
+    """Context of every block's coefficient k (zigzag) in channel ch, from magnitudes coded
+    before: [blocks] int. `q`: [3, blocks, 8, 8] magnitudes coded so far (0 elsewhere)."""
+    u, v = ZIGZAG[k]
+    n = np.zeros(q.shape[1], dtype=np.int64)
+    if u:
+        n += q[ch, :, u - 1, v]
+    if v:
+        n += q[ch, :, u, v - 1]
+    ctx = NEIGHBOUR_BUCKETS[np.minimum(n, 8)]
+    cross = CROSS_BUCKETS[np.minimum(q[0, :, u, v], 3)] if ch else np.zeros_like(ctx)
+    return ((ch * len(BAND_EDGES) + BANDS[k]) * 6 + ctx) * 3 + cross
+
+
+def _walk(blocks: int, code) -> None:
+    """Visit every part of every pass in coding order: `code(table, k, ch, part)` gets the
+    tables of a part's blocks (a slice of the raster order) and returns their magnitudes
+    ([n] int64); each part's symbols are counted before the next part's tables are made."""
+    part_size = refinement_part_size(blocks)
+    counts = _initial_counts()
+    mags = np.zeros((3, blocks, BLOCK, BLOCK), dtype=np.int64)
+    for k in range(BLOCK * BLOCK):
+        u, v = ZIGZAG[k]
+        for ch in range(3):
+            ctx_all = _contexts(mags, k, ch)
+            for start in range(0, blocks, part_size):
+                part = slice(start, min(start + part_size, blocks))
+                ctx = ctx_all[part]
+                rows = counts[ctx]
+                table = rows / rows.sum(axis=1, keepdims=True)
+                m = code(table, k, ch, part)
+                mags[ch, part, u, v] = m
+                np.add.at(counts, (ctx, np.minimum(m, LITERALS)), INCREMENT)
+                full = np.unique(ctx[counts[ctx].sum(axis=1) > LIMIT])
+                counts[full] = (counts[full] + 1) // 2
+
+
+_SIGN_TABLE = np.full((1, 2), 0.5)
+_ESCAPE_TABLE = np.full((1, 1 << ESCAPE_BITS), 1.0 / (1 << ESCAPE_BITS))
+
+
+def _blocks_layout(q: np.ndarray) -> np.ndarray:
+    """[3, bh, bw, 8, 8] -> [3, bh*bw, 8, 8]."""
+    return q.reshape(3, -1, BLOCK, BLOCK)
+
+
+def encode_refinement(residual: np.ndarray, step: float) -> tuple[bytes, float, np.ndarray]:
+    """Code a residual [H, W, 3] (original minus decoded, in 8-bit levels, any H, W).
+
+    Returns:
+        (stream, ideal bits, the dequantized residual [H, W, 3] the decoder will add).
+    """
+    if not step >= MIN_STEP:
+        raise ValueError(f"refinement step must be at least {MIN_STEP}, got {step}")
+    h, w = residual.shape[:2]
+    coeffs = forward_transform(_pad(np.asarray(residual, dtype=np.float64)))
+    q = quantize(coeffs, step)
+    flat = _blocks_layout(q)
+    mags_all = np.abs(flat).astype(np.int64)
+    encoder = IndexEncoder()
+    bits = 0.0
+
+    def code(table, k, ch, part):
+        nonlocal bits
+        u, v = ZIGZAG[k]
+        m = mags_all[ch, part, u, v]
+        sym = np.minimum(m, LITERALS)
+        encoder.add(sym, table)
+        bits -= float(np.log2(table[np.arange(len(sym)), sym]).sum())
+        esc = m[m >= LITERALS] - LITERALS
+        if len(esc):
+            encoder.add(esc, np.repeat(_ESCAPE_TABLE, len(esc), axis=0))
+            bits += ESCAPE_BITS * len(esc)
+        nz = m > 0
+        signs = (flat[ch, part, u, v][nz] < 0).astype(np.int64)
+        if len(signs):
+            encoder.add(signs, np.repeat(_SIGN_TABLE, len(signs), axis=0))
+            bits += len(signs)
+        return m
+
+    _walk(flat.shape[1], code)
+    dequantized = inverse_transform(q * step)[:h, :w]
+    return encoder.finish(), bits, dequantized
+
+
+def decode_refinement(stream: bytes, step: float, height: int, width: int) -> np.ndarray:
+    """The dequantized residual [height, width, 3] of a refinement stream (untrusted)."""
+    bh, bw = -(-height // BLOCK), -(-width // BLOCK)
+    blocks = bh * bw
+    decoder = IndexDecoder(stream, num_codes=1 << ESCAPE_BITS)
+    signed = np.zeros((3, blocks, BLOCK, BLOCK), dtype=np.int64)
+
+    def code(table, k, ch, part):
+        u, v = ZIGZAG[k]
+        m = decoder.read(table)
+        if m.max(initial=0) > LITERALS:
+            raise CorruptPayloadError("corrupted refinement stream: magnitude out of range")
+        esc = m >= LITERALS
+        if esc.any():
+            m[esc] += decoder.read(np.repeat(_ESCAPE_TABLE, int(esc.sum()), axis=0))
+        nz = m > 0
+        s = m.copy()
+        if nz.any():
+            neg = decoder.read(np.repeat(_SIGN_TABLE, int(nz.sum()), axis=0)).astype(bool)
+            s[np.flatnonzero(nz)[neg]] *= -1
+        signed[ch, part, u, v] = s
+        return m
+
+    _walk(blocks, code)
+    q = signed.reshape(3, bh, bw, BLOCK, BLOCK)
+    return inverse_transform(q * float(step))[:height, :width]
