@@ -39,6 +39,7 @@ LIMIT = 1 << 16
 DEAD_ZONE = 0.35  # rounding offset of the quantizer: magnitudes are floor(|c| / step + 0.35)
 MIN_PART = 256  # blocks per part at least; more for large images (PARTS_PER_PASS)
 PARTS_PER_PASS = 16
+BAND_BLOCKS = 8192  # blocks per band of the transforms (memory, not format)
 
 # Orthonormal colour rotation: the mean of R, G, B and two chroma differences.
 COLOUR = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]], dtype=np.float64)
@@ -88,13 +89,63 @@ def inverse_transform(coefficients: np.ndarray) -> np.ndarray:
 
 
 def quantize(coefficients: np.ndarray, step: float) -> np.ndarray:
+    """Magnitudes floor(|c| / step + DEAD_ZONE) with their signs, int16 (|q| < 2^13)."""
     mag = np.floor(np.abs(coefficients) / step + DEAD_ZONE)
-    return (np.sign(coefficients) * mag).astype(np.int32)
+    return (np.sign(coefficients) * mag).astype(np.int16)
+
+
+def _as_rgb(picture: np.ndarray) -> np.ndarray:
+    return np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
+
+
+def _band_rows(grid_w: int) -> int:
+    """Block rows per band of the transforms, so that their float64 temporaries stay near
+    BAND_BLOCKS blocks (about 40 MiB) on any image."""
+    return max(1, BAND_BLOCKS // grid_w)
+
+
+def _bands(height: int, width: int):
+    """(first pixel row, end pixel row, first block, end block) of each band."""
+    bh, bw = -(-height // BLOCK), -(-width // BLOCK)
+    rows = _band_rows(bw)
+    for first in range(0, bh, rows):
+        end = min(first + rows, bh)
+        yield first * BLOCK, min(end * BLOCK, height), first * bw, end * bw
 
 
 def _pad(residual: np.ndarray) -> np.ndarray:
     h, w = residual.shape[:2]
     return np.pad(residual, ((0, -h % BLOCK), (0, -w % BLOCK), (0, 0)), mode="edge")
+
+
+def quantize_residual(original: np.ndarray, picture: np.ndarray, step: float) -> np.ndarray:
+    """The quantized coefficients [3, blocks, 8, 8] (int16, blocks in raster order) of
+    original minus picture (uint8, HxWx3 or HxW as three equal channels), band by band."""
+    height, width = picture.shape[:2]
+    bw = -(-width // BLOCK)
+    out = np.empty((3, -(-height // BLOCK) * bw, BLOCK, BLOCK), dtype=np.int16)
+    for top, bottom, first, end in _bands(height, width):
+        residual = (_as_rgb(original[top:bottom]).astype(np.float64)
+                    - _as_rgb(picture[top:bottom]))
+        coefficients = forward_transform(_pad(residual))
+        out[:, first:end] = quantize(coefficients, step).reshape(3, end - first, BLOCK, BLOCK)
+    return out
+
+
+def refine(picture: np.ndarray, q: np.ndarray, step: float) -> np.ndarray:
+    """The refined picture: `picture` (uint8 HxWx3, or HxW: refined by the residual's mean
+    over colours, as a gray picture's three equal channels are) plus the inverse transform
+    of q * step, rounded and clamped to 8 bits, band by band."""
+    height, width = picture.shape[:2]
+    bw = -(-width // BLOCK)
+    out = np.empty_like(picture)
+    for top, bottom, first, end in _bands(height, width):
+        band = q[:, first:end].reshape(3, -1, bw, BLOCK, BLOCK) * float(step)
+        residual = inverse_transform(band)[:bottom - top, :width]
+        if picture.ndim == 2:
+            residual = residual.mean(axis=2)
+        out[top:bottom] = np.clip(np.round(picture[top:bottom] + residual), 0, 255)
+    return out
 
 
 def refinement_part_size(blocks: int) -> int:
@@ -122,13 +173,14 @@ def _contexts(q: np.ndarray, k: int, ch: int) -> np.ndarray:
     return ((ch * len(BAND_EDGES) + BANDS[k]) * 6 + ctx) * 3 + cross
 
 
-def _walk(blocks: int, code) -> None:
+def _walk(mags: np.ndarray, code) -> None:
     """Visit every part of every pass in coding order: `code(table, k, ch, part)` gets the
-    tables of a part's blocks (a slice of the raster order) and returns their magnitudes
-    ([n] int64); each part's symbols are counted before the next part's tables are made."""
+    tables of a part's blocks (a slice of the raster order) and returns their magnitudes,
+    written into `mags` ([3, blocks, 8, 8]; the encoder's are there already); each part's
+    symbols are counted before the next part's tables are made."""
+    blocks = mags.shape[1]
     part_size = refinement_part_size(blocks)
     counts = _initial_counts()
-    mags = np.zeros((3, blocks, BLOCK, BLOCK), dtype=np.int64)
     for k in range(BLOCK * BLOCK):
         u, v = ZIGZAG[k]
         for ch in range(3):
@@ -149,31 +201,25 @@ _SIGN_TABLE = np.full((1, 2), 0.5)
 _ESCAPE_TABLE = np.full((1, 1 << ESCAPE_BITS), 1.0 / (1 << ESCAPE_BITS))
 
 
-def _blocks_layout(q: np.ndarray) -> np.ndarray:
-    """[3, bh, bw, 8, 8] -> [3, bh*bw, 8, 8]."""
-    return q.reshape(3, -1, BLOCK, BLOCK)
-
-
-def encode_refinement(residual: np.ndarray, step: float) -> tuple[bytes, float, np.ndarray]:
-    """Code a residual [H, W, 3] (original minus decoded, in 8-bit levels, any H, W).
+def encode_refinement(original: np.ndarray, picture: np.ndarray, step: float
+                      ) -> tuple[bytes, float, np.ndarray]:
+    """Code what `picture` (the decoder's, uint8) misses of `original` (uint8, same shape;
+    HxWx3, or HxW for gray).
 
     Returns:
-        (stream, ideal bits, the dequantized residual [H, W, 3] the decoder will add).
+        (stream, its ideal length in bits, the refined picture the decoder will return).
     """
     if not step >= MIN_STEP:
         raise ValueError(f"refinement step must be at least {MIN_STEP}, got {step}")
-    h, w = residual.shape[:2]
-    coeffs = forward_transform(_pad(np.asarray(residual, dtype=np.float64)))
-    q = quantize(coeffs, step)
-    flat = _blocks_layout(q)
-    mags_all = np.abs(flat).astype(np.int64)
+    q = quantize_residual(original, picture, step)
+    mags = np.abs(q)
     encoder = IndexEncoder()
     bits = 0.0
 
     def code(table, k, ch, part):
         nonlocal bits
         u, v = ZIGZAG[k]
-        m = mags_all[ch, part, u, v]
+        m = mags[ch, part, u, v].astype(np.int64)
         sym = np.minimum(m, LITERALS)
         encoder.add(sym, table)
         bits -= float(np.log2(table[np.arange(len(sym)), sym]).sum())
@@ -181,24 +227,24 @@ def encode_refinement(residual: np.ndarray, step: float) -> tuple[bytes, float, 
         if len(esc):
             encoder.add(esc, np.repeat(_ESCAPE_TABLE, len(esc), axis=0))
             bits += ESCAPE_BITS * len(esc)
-        nz = m > 0
-        signs = (flat[ch, part, u, v][nz] < 0).astype(np.int64)
+        signs = (q[ch, part, u, v][m > 0] < 0).astype(np.int64)
         if len(signs):
             encoder.add(signs, np.repeat(_SIGN_TABLE, len(signs), axis=0))
             bits += len(signs)
         return m
 
-    _walk(flat.shape[1], code)
-    dequantized = inverse_transform(q * step)[:h, :w]
-    return encoder.finish(), bits, dequantized
+    _walk(mags, code)
+    return encoder.finish(), bits, refine(picture, q, step)
 
 
-def decode_refinement(stream: bytes, step: float, height: int, width: int) -> np.ndarray:
-    """The dequantized residual [height, width, 3] of a refinement stream (untrusted)."""
-    bh, bw = -(-height // BLOCK), -(-width // BLOCK)
-    blocks = bh * bw
+def decode_refinement(stream: bytes, step: float, picture: np.ndarray) -> np.ndarray:
+    """The refined picture: `picture` (the decoded one, uint8) and its refinement stream
+    (untrusted)."""
+    height, width = picture.shape[:2]
+    blocks = -(-height // BLOCK) * -(-width // BLOCK)
     decoder = IndexDecoder(stream, num_codes=1 << ESCAPE_BITS)
-    signed = np.zeros((3, blocks, BLOCK, BLOCK), dtype=np.int64)
+    mags = np.zeros((3, blocks, BLOCK, BLOCK), dtype=np.int16)
+    signed = np.zeros_like(mags)
 
     def code(table, k, ch, part):
         u, v = ZIGZAG[k]
@@ -208,14 +254,13 @@ def decode_refinement(stream: bytes, step: float, height: int, width: int) -> np
         esc = m >= LITERALS
         if esc.any():
             m[esc] += decoder.read(np.repeat(_ESCAPE_TABLE, int(esc.sum()), axis=0))
-        nz = m > 0
         s = m.copy()
+        nz = m > 0
         if nz.any():
             neg = decoder.read(np.repeat(_SIGN_TABLE, int(nz.sum()), axis=0)).astype(bool)
             s[np.flatnonzero(nz)[neg]] *= -1
         signed[ch, part, u, v] = s
         return m
 
-    _walk(blocks, code)
-    q = signed.reshape(3, bh, bw, BLOCK, BLOCK)
-    return inverse_transform(q * float(step))[:height, :width]
+    _walk(mags, code)
+    return refine(picture, signed, step)

@@ -34,8 +34,7 @@ from ..pipelines.audio import (AudioCompression, compress_audio, decode_audio, d
                                encode_audio)
 from ..coding.refinement import encode_refinement
 from ..pipelines.image import (IMAGE_CONTEXT_STAGES, ImageCompression, compress_image,
-                               decompress_image, image_to_tensor, refine_picture, rgb_to_luma,
-                               to_8bit)
+                               decompress_image, image_to_tensor, rgb_to_luma, to_8bit)
 from ..zoo.registry import LoadedModel
 from .items import NamedClip, NamedImage, RDItem
 from .metrics import MS_SSIM_MIN_SIDE, clip_distortion, image_distortion, image_levels
@@ -207,10 +206,8 @@ def _refine(rgb: torch.Tensor, originals: Sequence[np.ndarray], step: float,
     for j, original in enumerate(originals):
         base = rgb[j].permute(1, 2, 0).cpu().numpy()
         gray = original.ndim == 2
-        target = np.repeat(original[..., None], 3, axis=2) if gray else original
-        _, extra, residual = encode_refinement(target.astype(np.float64) - base, step)
+        _, extra, refined = encode_refinement(original, base[..., 0] if gray else base, step)
         bits[j] += extra
-        refined = refine_picture(base[..., 0] if gray else base, residual)
         refined = np.repeat(refined[..., None], 3, axis=2) if gray else refined
         out[j] = torch.from_numpy(refined).permute(2, 0, 1).to(rgb.device)
     return out

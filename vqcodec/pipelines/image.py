@@ -149,19 +149,6 @@ def indices_to_image(net, indices: torch.Tensor, channels: int, height: int, wid
     return out
 
 
-def refine_picture(base: np.ndarray, residual: np.ndarray) -> np.ndarray:
-    """The refined picture: the decoded one (uint8 HxW or HxWx3) plus a dequantized residual
-    [H, W, 3], rounded and clamped to 8 bits (grayscale: the residual's mean over colours,
-    as a gray picture's three equal channels are refined)."""
-    if base.ndim == 2:
-        residual = residual.mean(axis=2)
-    return np.clip(np.round(base + residual), 0, 255).astype(np.uint8)
-
-
-def _as_rgb(array: np.ndarray) -> np.ndarray:
-    return np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array
-
-
 def image_to_indices(net, array: np.ndarray, stages: int, rd_lambda: float,
                      device: torch.device, *, band_rows: int | None = None) -> torch.Tensor:
     """Encode a uint8 image (HxW or HxWx3) to indices in the quantizer's layout ([S', h, w]
@@ -254,8 +241,7 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
     if step:
         # The refinement codes what the decoder's picture misses, so it needs that picture.
         base = indices_to_image(net, indices, channels, height, width, dev)
-        residual = _as_rgb(array).astype(np.float64) - _as_rgb(base)
-        stream, bits, _ = encode_refinement(residual, step)
+        stream, bits, _ = encode_refinement(array, base, step)
         streams.append(stream)
         nll_bits += bits
         payload_bits += 8 * len(stream)
@@ -306,5 +292,4 @@ def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
     picture = indices_to_image(net, indices, channels, height, width, dev)
     if refinement is None:
         return picture
-    return refine_picture(picture, decode_refinement(refinement, header.refinement_step,
-                                                     height, width))
+    return decode_refinement(refinement, header.refinement_step, picture)
