@@ -230,6 +230,18 @@ def test_bd_rate_overlap_only_and_none():
     assert bd_rate([0.1, 0.2, None], [20, 22, 25], [0.1, 0.2], [20, 22]) == pytest.approx(0)
 
 
+def test_bd_rate_within_a_range():
+    # Half the bits below 30 dB, the same bits above: the split tells them apart.
+    anchor_r = np.exp(np.linspace(-2, 1, 12))
+    anchor_d = 30 + 4 * np.log(anchor_r)
+    test_r = anchor_r * np.where(anchor_d < 30, 0.5, 1.0)
+    low = bd_rate_details(anchor_r, anchor_d, test_r, anchor_d, within=(-np.inf, 30.0))
+    high = bd_rate_details(anchor_r, anchor_d, test_r, anchor_d, within=(30.0, np.inf))
+    assert (low.low, low.high) == pytest.approx((22, 30)) and high.low == 30
+    assert low.percent < -30 and abs(high.percent) < abs(low.percent)
+    assert bd_rate_details(anchor_r, anchor_d, test_r, anchor_d, within=(40, 50)) is None
+
+
 # --- baselines, references -------------------------------------------------------------------
 
 def test_baselines_are_monotone(images):
@@ -337,6 +349,8 @@ def test_cli_outputs(cli_run):
     assert {a.split("/")[-1] for a in bd["anchors"]} == {"jpeg", "webp", "anchor"}
     assert len(bd["anchors"]) == 4
     assert bd["anchors"]["jpeg"]["kind"] == "baseline"
+    assert {"bd-rate-low", "psnr-range-low", "bd-rate-high", "psnr-range-high"} <= set(
+        bd["anchors"]["jpeg"])  # the split at SPLIT_PSNR_DB
     assert sorted(row["kind"] for row in bd["anchors"].values()) == [
         "baseline", "baseline", "reference", "reference"]
 

@@ -208,7 +208,7 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
     from ..distributed import local_device, setup
     from ..eval.baselines import (DEFAULT_BASELINE_SETTINGS, DEFAULT_BASELINES,
                                   baseline_curve, evaluate_baseline, resolve_baselines)
-    from ..eval.bd_rate import bd_rate_table
+    from ..eval.bd_rate import SPLIT_PSNR_DB, bd_rate_table
     from ..eval.items import item_files, load_items
     from ..eval.metrics import check_dependencies
     from ..eval.model import evaluate_model, merge_evaluations, model_curve
@@ -317,8 +317,12 @@ def rd_curve(folder: str, model: str | None, device: str, qualities: str | None,
                 click.echo(f"  {label:<48} n/a ({row['why']})")
             else:
                 lo, hi = row["psnr-range"]
+                split = "; ".join(
+                    f"{name} {row[f'bd-rate-{key}']:+.2f} %" for key, name in
+                    (("low", f"< {SPLIT_PSNR_DB:g} dB"), ("high", f">= {SPLIT_PSNR_DB:g} dB"))
+                    if row[f"bd-rate-{key}"] is not None)
                 click.echo(f"  {label:<48} {row['bd-rate']:+8.2f} %  ({row['method']}, "
-                           f"{lo:.2f}..{hi:.2f} dB)")
+                           f"{lo:.2f}..{hi:.2f} dB{'; ' + split if split else ''})")
 
     # Nothing is written before the measurements are complete.
     title = f"{loaded.name} on {Path(folder).name} ({facts[0]} {medium.item}s)"

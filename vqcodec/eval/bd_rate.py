@@ -11,7 +11,11 @@ import numpy as np
 
 from .rd import RDCurve
 
-__all__ = ["BD_NOTE", "BDRate", "bd_rate", "bd_rate_details", "bd_rate_table"]
+__all__ = ["BD_NOTE", "BDRate", "SPLIT_PSNR_DB", "bd_rate", "bd_rate_details", "bd_rate_table"]
+
+# The low and high ranges BD-rates are also reported over: below and from this PSNR (issue 11:
+# the rates people keep photos at lie above it).
+SPLIT_PSNR_DB = 30.0
 
 BD_NOTE = ("Bjøntegaard delta rate (cubic fit of log-rate over PSNR, integrated over the "
            "overlapping PSNR range; piecewise-linear when a curve has < 4 points); negative: "
@@ -61,7 +65,8 @@ def _integral_linear(log_rate: np.ndarray, psnr: np.ndarray, grid: np.ndarray) -
 
 
 def bd_rate_details(anchor_bpp: Sequence[float], anchor_psnr: Sequence[float],
-                    test_bpp: Sequence[float], test_psnr: Sequence[float]) -> BDRate | None:
+                    test_bpp: Sequence[float], test_psnr: Sequence[float], *,
+                    within: tuple[float, float] | None = None) -> BDRate | None:
     """Bjøntegaard delta rate of a test curve against an anchor (VCEG-M33).
 
     Log-rate is fitted as a cubic polynomial of PSNR for each curve and both fits are
@@ -73,16 +78,20 @@ def bd_rate_details(anchor_bpp: Sequence[float], anchor_psnr: Sequence[float],
     Args:
         anchor_bpp, anchor_psnr: the anchor (reference) curve.
         test_bpp, test_psnr: the curve being judged.
+        within: integrate only over this PSNR interval (dB) of the overlap; the fits still use
+            every point.
 
     Returns:
         The result, or None when a curve has fewer than 2 usable points or the PSNR ranges do
-        not overlap.
+        not overlap (within `within`).
     """
     ra, da = _clean(anchor_bpp, anchor_psnr)
     rt, dt = _clean(test_bpp, test_psnr)
     if ra.size < 2 or rt.size < 2:
         return None
     low, high = max(da[0], dt[0]), min(da[-1], dt[-1])
+    if within is not None:
+        low, high = max(low, within[0]), min(high, within[1])
     if not high > low:
         return None
     if ra.size >= 4 and rt.size >= 4:
@@ -137,8 +146,10 @@ def bd_rate_table(ours: RDCurve, anchors: Sequence[RDCurve], *, actual: bool) ->
 
     Returns:
         The bd_rate.json object: {"test", "metric", "rate", "description", "anchors": {label:
-        {"kind", "name", "bd-rate", "method", "psnr-range"[, "why"]}}}; "bd-rate" is None (and
-        "why" says why) where the curves do not allow one.
+        {"kind", "name", "bd-rate", "method", "psnr-range"[, "why"], and "bd-rate-low",
+        "psnr-range-low", "bd-rate-high", "psnr-range-high": the same over the overlap below
+        and from SPLIT_PSNR_DB}}}; "bd-rate" is None (and "why" says why) where the curves do
+        not allow one.
     """
     rows = {}
     for anchor in anchors:
@@ -151,6 +162,13 @@ def bd_rate_table(ours: RDCurve, anchors: Sequence[RDCurve], *, actual: bool) ->
             "bd-rate": None if result is None else result.percent,
             "method": None if result is None else result.method,
             "psnr-range": None if result is None else [result.low, result.high]}
+        for key, within in (("low", (-math.inf, SPLIT_PSNR_DB)),
+                            ("high", (SPLIT_PSNR_DB, math.inf))):
+            part = bd_rate_details(anchor.values("bpp"), anchor.values("psnr-rgb"),
+                                   ours.values("bpp"), ours.values("psnr-rgb"), within=within)
+            rows[anchor.label][f"bd-rate-{key}"] = None if part is None else part.percent
+            rows[anchor.label][f"psnr-range-{key}"] = (None if part is None
+                                                        else [part.low, part.high])
         if result is None:
             rows[anchor.label]["why"] = _why_none(anchor, ours)
     return {"test": ours.name, "metric": "psnr-rgb",
