@@ -194,7 +194,8 @@ def test_refined_qualities_climb_and_decode_exactly(shipped, crop):
         psnr = _psnr(out, crop)
         assert psnr > last_psnr and len(result.data) > last_size
         last_psnr, last_size = psnr, len(result.data)
-        assert abs(result.payload_bytes * 8 / result.nll_bits - 1) < 0.02
+        # Every stream is within its flush (at most 32 bits each) of the ideal length.
+        assert -1 < result.payload_bytes * 8 - result.nll_bits < 32 * h.num_chunks
     assert last_psnr > 38
 
 

@@ -9,8 +9,10 @@ alone cap vqimage-v3i at 33.5 dB on Kodak), where uniform scalar steps keep payi
 - uniform scalar quantization with a dead zone, step `step` in 8-bit levels;
 - exact adaptive coding: each coefficient's magnitude under integer counts per context
   (colour channel, frequency band, the magnitudes of its already coded neighbours in
-  frequency and in the first colour channel), updated after every part of `part_size`
-  blocks. Every table is a ratio of integers, so encoder and decoder compute the same ones
+  frequency and in the first colour channel), updated after every part of
+  `refinement_part_size` blocks. The counts start from `refinement_counts.npy`, symbol
+  frequencies measured on training photos (`vqcodec.train.refinement`); they are part of
+  the format, like every constant here. Every table is a ratio of integers, so encoder and decoder compute the same ones
   on any machine without any network; the decoded picture itself (float, machine-dependent
   in its last bits) never enters a table.
 
@@ -18,6 +20,9 @@ Passes go coefficient by coefficient in zigzag order, channel by channel, over a
 every context a part needs was decoded in earlier passes or parts.
 """
 from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -153,10 +158,30 @@ def refinement_part_size(blocks: int) -> int:
     return max(MIN_PART, -(-blocks // PARTS_PER_PASS))
 
 
+INITIAL_COUNTS_FILE = Path(__file__).with_name("refinement_counts.npy")
+# What each context's starting counts sum to, in coded symbols' worth of INCREMENT: measured on
+# BSDS500 test photos, 64 beat 256 and 1024 (docs/ablations.md, session 11).
+INITIAL_SYMBOLS = 64
+
+
+def initial_counts_from(histogram: np.ndarray) -> np.ndarray:
+    """Starting counts [NUM_CONTEXTS, LITERALS + 1] from symbol frequencies per context:
+    each row scaled to about INITIAL_SYMBOLS * INCREMENT, every count >= 1."""
+    h = np.asarray(histogram, dtype=np.float64) + 0.5
+    scaled = np.round(h / h.sum(axis=1, keepdims=True) * INITIAL_SYMBOLS * INCREMENT)
+    return np.maximum(1, scaled).astype(np.uint16)
+
+
+@lru_cache(maxsize=1)
+def _shipped_counts() -> np.ndarray:
+    counts = np.load(INITIAL_COUNTS_FILE, allow_pickle=False)
+    if counts.shape != (NUM_CONTEXTS, LITERALS + 1) or counts.min() < 1:
+        raise RuntimeError(f"{INITIAL_COUNTS_FILE} does not hold the refinement's counts")
+    return counts.astype(np.int64)
+
+
 def _initial_counts() -> np.ndarray:
-    # A geometric start (small magnitudes likelier), as a cheap stand-in for training.
-    base = np.maximum(1, np.round(INCREMENT * 8 * 0.5 ** np.arange(LITERALS + 1))).astype(np.int64)
-    return np.tile(base, (NUM_CONTEXTS, 1))
+    return _shipped_counts().copy()
 
 
 def _contexts(q: np.ndarray, k: int, ch: int) -> np.ndarray:
@@ -173,11 +198,12 @@ def _contexts(q: np.ndarray, k: int, ch: int) -> np.ndarray:
     return ((ch * len(BAND_EDGES) + BANDS[k]) * 6 + ctx) * 3 + cross
 
 
-def _walk(mags: np.ndarray, code) -> None:
+def _walk(mags: np.ndarray, code, histogram: np.ndarray | None = None) -> None:
     """Visit every part of every pass in coding order: `code(table, k, ch, part)` gets the
     tables of a part's blocks (a slice of the raster order) and returns their magnitudes,
     written into `mags` ([3, blocks, 8, 8]; the encoder's are there already); each part's
-    symbols are counted before the next part's tables are made."""
+    symbols are counted before the next part's tables are made (and into `histogram`,
+    [NUM_CONTEXTS, LITERALS + 1], when given)."""
     blocks = mags.shape[1]
     part_size = refinement_part_size(blocks)
     counts = _initial_counts()
@@ -192,7 +218,10 @@ def _walk(mags: np.ndarray, code) -> None:
                 table = rows / rows.sum(axis=1, keepdims=True)
                 m = code(table, k, ch, part)
                 mags[ch, part, u, v] = m
-                np.add.at(counts, (ctx, np.minimum(m, LITERALS)), INCREMENT)
+                sym = np.minimum(m, LITERALS)
+                np.add.at(counts, (ctx, sym), INCREMENT)
+                if histogram is not None:
+                    np.add.at(histogram, (ctx, sym), 1)
                 full = np.unique(ctx[counts[ctx].sum(axis=1) > LIMIT])
                 counts[full] = (counts[full] + 1) // 2
 
@@ -201,10 +230,16 @@ _SIGN_TABLE = np.full((1, 2), 0.5)
 _ESCAPE_TABLE = np.full((1, 1 << ESCAPE_BITS), 1.0 / (1 << ESCAPE_BITS))
 
 
-def encode_refinement(original: np.ndarray, picture: np.ndarray, step: float
-                      ) -> tuple[bytes, float, np.ndarray]:
+def encode_refinement(original: np.ndarray, picture: np.ndarray, step: float, *,
+                      histogram: np.ndarray | None = None) -> tuple[bytes, float, np.ndarray]:
     """Code what `picture` (the decoder's, uint8) misses of `original` (uint8, same shape;
     HxWx3, or HxW for gray).
+
+    Args:
+        original, picture: the two pictures.
+        step: the quantizer's step in 8-bit levels (>= MIN_STEP).
+        histogram: [NUM_CONTEXTS, LITERALS + 1], counts the coded symbols per context
+            (for `vqcodec.train.refinement`).
 
     Returns:
         (stream, its ideal length in bits, the refined picture the decoder will return).
@@ -233,7 +268,7 @@ def encode_refinement(original: np.ndarray, picture: np.ndarray, step: float
             bits += len(signs)
         return m
 
-    _walk(mags, code)
+    _walk(mags, code, histogram)
     return encoder.finish(), bits, refine(picture, q, step)
 
 
