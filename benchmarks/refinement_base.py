@@ -70,9 +70,7 @@ def main() -> None:
             for step in steps:
                 rates, psnrs = [], []
                 for x, (size, base) in zip(images, bases):
-                    stream, _, residual = refinement.encode_refinement(
-                        x.astype(np.float64) - base, step)
-                    out = np.clip(np.round(base + residual), 0, 255)
+                    stream, _, out = refinement.encode_refinement(x, base, step)
                     # + 8: the refinement chunk's length and CRC (its header byte is extra too)
                     rates.append(8 * (size + len(stream) + 9) / x[..., 0].size)
                     psnrs.append(_psnr(out, x))
