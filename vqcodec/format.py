@@ -282,7 +282,7 @@ class ContainerHeader:
         if tile:
             if self.version < 3 or media_type is not MediaType.IMAGE:
                 raise ContainerError("only images of format versions 3 to 6 are tiled")
-            if num_chunks - (1 if step else 0) != num_stages:
+            if self.stage_chunks != num_stages:
                 raise ContainerError("a tiled image has one chunk per stage")
             if len(self.latent_shape) != 2 or max(self.latent_shape) <= tile:
                 raise ContainerError(f"tile {tile} for a latent grid of "

@@ -12,9 +12,9 @@ alone cap vqimage-v3i at 33.5 dB on Kodak), where uniform scalar steps keep payi
   frequency and in the first colour channel), updated after every part of
   `refinement_part_size` blocks. The counts start from `refinement_counts.npy`, symbol
   frequencies measured on training photos (`vqcodec.train.refinement`); they are part of
-  the format, like every constant here. Every table is a ratio of integers, so encoder and decoder compute the same ones
-  on any machine without any network; the decoded picture itself (float, machine-dependent
-  in its last bits) never enters a table.
+  the format, like every constant here. Every table is a ratio of integers, so encoder and
+  decoder compute the same ones on any machine without any network; the decoded picture
+  itself (float, machine-dependent in its last bits) never enters a table.
 
 Passes go coefficient by coefficient in zigzag order, channel by channel, over all blocks, so
 every context a part needs was decoded in earlier passes or parts.

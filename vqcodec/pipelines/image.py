@@ -22,8 +22,9 @@ import torch.nn.functional as F
 
 from ..nn.image_autoencoder import decoder_halo
 from ..zoo.registry import DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_model
-from ..format import (MAX_TILE, REFINED_VERSION, ContainerError, ContainerHeader, MediaType,
-                      pack_container, refinement_held, stage_payload)
+from ..format import (FORMAT_VERSION, MAX_TILE, REFINED_VERSION, ContainerError,
+                      ContainerHeader, MediaType, pack_container, refinement_held,
+                      stage_payload)
 from ..device import resolve_device
 from ..errors import InputError
 from ..io.image import as_image_array
@@ -252,7 +253,7 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
         num_chunks=len(streams), tile=tile if tiled else 0, context_stages=context,
         adapted=adapted, refinement_step=step,
         # The oldest version that holds the file, so that earlier readers read it.
-        version=REFINED_VERSION if step else 5)
+        version=REFINED_VERSION if step else FORMAT_VERSION)
     data = pack_container(header, streams)
     return ImageCompression(data=data, header=header, payload_bytes=payload_bits // 8,
                             nll_bits=nll_bits, num_pixels=height * width,
