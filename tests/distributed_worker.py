@@ -45,4 +45,6 @@ def main(root: Path, images: str, audio: str, batch: int) -> None:
 
 
 if __name__ == "__main__":
+    from vqcodec.distributed import leave_and_exit
     main(Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    leave_and_exit(0)

@@ -205,7 +205,18 @@ def keep_freed_memory() -> None:
 
 def main() -> None:
     keep_freed_memory()
-    cli()
+    try:
+        cli()
+    except SystemExit as e:  # click ends every run with one, success included
+        # A rank of a torchrun job exits through the distributed module (it must not reach
+        # Python's shutdown); looked up, not imported: plain commands never import torch.
+        dist = sys.modules.get("vqcodec.distributed")
+        if dist is not None and dist.joined():
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+            dist.leave_and_exit(code)
+        raise
 
 
 cli.add_command(train)
