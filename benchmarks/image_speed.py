@@ -45,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     loaded = load_model(args.model)
     image = load_image(Path(args.image))
-    n_q = len(loaded.qualities)
+    n_q = loaded.ladder_qualities
     qualities = ([int(q) for q in args.qualities.split(",")] if args.qualities
                  else sorted({1, loaded.default_quality, n_q}))
     codec = file_codec(loaded.model)

@@ -45,7 +45,7 @@ def main() -> int:
     paths = sorted(Path(args.folder).glob("*.png"))
     if args.images:
         paths = [paths[int(k)] for k in args.images.split(",")]
-    n_q = len(loaded.qualities)
+    n_q = loaded.ladder_qualities
     images = [image_to_tensor(load_image(p), net.config.stride, torch.device("cpu")) for p in paths]
     coded_images = (0 if args.no_coder else len(images) if args.coder_images is None
                     else min(args.coder_images, len(images)))

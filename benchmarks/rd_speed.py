@@ -70,7 +70,7 @@ def main() -> None:
     device = str(resolve_device(args.device))
     loaded = load_model(args.model, device=device)
     qualities = ([int(q) for q in args.qualities.split(",")] if args.qualities
-                 else list(range(1, len(loaded.qualities) + 1)))
+                 else list(range(1, loaded.num_qualities + 1)))
     images, _ = load_items(args.folder, "image")
     # Warm-up: cuDNN autotuning, allocator, lazy imports.
     res = compress_image(images[0].array[:64, :64], model=loaded, quality=qualities[0],

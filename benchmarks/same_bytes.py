@@ -43,7 +43,7 @@ def main() -> None:
     for name in shipped_models():
         loaded = load_model(name)
         if loaded.kind == "image":
-            for q in range(1, len(loaded.qualities) + 1):
+            for q in range(1, loaded.num_qualities + 1):
                 data = vqcodec.compress(image, quality=q, model=name, device="cpu")
                 print(f"kodim23.png {name} q{q} {digests(data)}", flush=True)
         else:

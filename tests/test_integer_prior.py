@@ -25,7 +25,7 @@ MODELS = ["tiny_integer_model", "tiny_integer_grouped_model"]
 def _indices(loaded, seed=0, batch=1, size=(64, 48)):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, 3, *size, generator=g)
-    n, lam = loaded.rate_for_quality(len(loaded.qualities))
+    n, lam = loaded.rate_for_quality(loaded.ladder_qualities)
     return loaded.model.encode(x, n, lam)
 
 
@@ -95,7 +95,7 @@ for path in sys.argv[1:]:
     codec = file_codec(loaded.model)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 64, 48, generator=g)
-    n, lam = loaded.rate_for_quality(len(loaded.qualities))
+    n, lam = loaded.rate_for_quality(loaded.ladder_qualities)
     idx = loaded.model.encode(x, n, lam)
     h = hashlib.sha256()
     for t in codec.tables(idx[0]):

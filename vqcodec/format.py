@@ -9,7 +9,7 @@ Everything is little-endian. Version 5 (written):
     | context stages u8 | adapted tables u8 | [tile u16, only with the tiled flag]
     | header CRC32 u32 | chunk count x (chunk length u32 | chunk bytes | CRC32 u32)
 
-Version 6 (written for refined images only) has a refinement-step byte after the adapted
+Version 6 (written for refined images only) has a refinement step (u16) after the adapted
 tables byte, and one chunk more than the stages: the refinement's stream.
 
 Version 4 (still read and writable) has the anchor weight's log2 where version 5 has the
@@ -80,8 +80,9 @@ _KNOWN_FLAGS = {1: 0, 2: FLAG_PORTABLE, 3: FLAG_PORTABLE | FLAG_TILED,
                 6: FLAG_PORTABLE | FLAG_TILED}
 MAX_TILE = 0xFFFF
 MAX_ANCHOR_WEIGHT_LOG2 = 15  # anchor weights are 2^1 .. 2^15
-# Version 6: the refinement step in quarters of an 8-bit level, 1.0 .. 63.75 (0: none).
+# Version 6: the refinement step in quarters of an 8-bit level, 1.0 .. 255.0 (0: none), u16.
 MIN_REFINEMENT_QUARTERS = 4
+MAX_REFINEMENT_QUARTERS = 4 * 255
 
 MAX_MODEL_ID_LENGTH = 64
 WEIGHTS_HASH_SIZE = 8
@@ -172,7 +173,7 @@ class ContainerHeader:
             coded with its tables adapted, with the weight its stream names before it
             (`coding.latent_codec.ADAPTATION_WEIGHTS`); False: nothing adapted.
         refinement_step: images of version 6: the step, in 8-bit levels (a multiple of 1/4,
-            1 to 63.75), of the refinement (`coding.refinement`) whose stream is the chunk
+            1 to 255), of the refinement (`coding.refinement`) whose stream is the chunk
             after the stages' (so `num_chunks` is `num_stages + 1`); 0: none.
     """
 
@@ -258,10 +259,10 @@ class ContainerHeader:
         if isinstance(step, bool) or not isinstance(step, (int, float)):
             raise ContainerError(f"refinement step must be a number, got {step!r}")
         step = float(step)
-        if step and not (MIN_REFINEMENT_QUARTERS <= step * 4 <= MAX_U8
+        if step and not (MIN_REFINEMENT_QUARTERS <= step * 4 <= MAX_REFINEMENT_QUARTERS
                          and step * 4 == int(step * 4)):
             raise ContainerError(f"refinement step must be a multiple of 0.25 from 1 to "
-                                 f"{MAX_U8 / 4}, got {step}")
+                                 f"{MAX_REFINEMENT_QUARTERS // 4}, got {step:g}")
         if step and (self.version < REFINED_VERSION or media_type is not MediaType.IMAGE):
             raise ContainerError("only images of format version 6 are refined")
         set_field(self, "refinement_step", step)
@@ -413,7 +414,7 @@ def pack_container(header: ContainerHeader, payload: bytes | Sequence[bytes]) ->
     elif header.version >= 5:
         body += _U8.pack(int(header.adapted))
     if header.version >= REFINED_VERSION:
-        body += _U8.pack(round(header.refinement_step * 4))
+        body += _U16.pack(round(header.refinement_step * 4))
     if header.tile:
         body += _U16.pack(header.tile)
     crc = zlib.crc32(body)
@@ -541,7 +542,8 @@ def unpack_container(data: bytes, *, allow_truncation: bool = False
         if anchor_log2 > MAX_ANCHOR_WEIGHT_LOG2:
             anchor_log2 = MAX_ANCHOR_WEIGHT_LOG2 + 1  # refused below, as 2^16
         adapted = reader.u8("adapted tables") if version >= 5 else 0
-        refinement = reader.u8("refinement step") if version >= REFINED_VERSION else 0
+        refinement = (_U16.unpack(reader.take(_U16.size, "refinement step"))[0]
+                      if version >= REFINED_VERSION else 0)
         tile = _U16.unpack(reader.take(_U16.size, "tile size"))[0] if flags & FLAG_TILED else 0
         crc_offset = reader.pos
         stored_crc = reader.u32("header checksum")

@@ -9,7 +9,8 @@ alone cap vqimage-v3i at 33.5 dB on Kodak), where uniform scalar steps keep payi
 - uniform scalar quantization with a dead zone, step `step` in 8-bit levels;
 - exact adaptive coding: each coefficient's magnitude under integer counts per context
   (colour channel, frequency band, the magnitudes of its already coded neighbours in
-  frequency and in the first colour channel), updated after every part of
+  frequency and in the first colour channel, and the activity coded so far in its block and
+  in the four blocks around it), updated after every part of
   `refinement_part_size` blocks. The counts start from `refinement_counts.npy`, symbol
   frequencies measured on training photos (`vqcodec.train.refinement`); they are part of
   the format, like every constant here. Every table is a ratio of integers, so encoder and
@@ -73,7 +74,11 @@ BAND_EDGES = (1, 3, 6, 10, 15, 21, 28, 36, 64)
 BANDS = np.searchsorted(np.array(BAND_EDGES), np.arange(BLOCK * BLOCK), side="right")
 NEIGHBOUR_BUCKETS = np.array([0, 1, 2, 3, 3, 4, 4, 4, 5])  # of min(|a| + |b|, 8)
 CROSS_BUCKETS = np.array([0, 1, 2, 2])  # of min(|first channel|, 3)
-NUM_CONTEXTS = 3 * len(BAND_EDGES) * 6 * 3
+# Activity: the sum of a block's magnitudes coded so far in its channel (its own), and half
+# the sum of its four neighbour blocks' (spatial); buckets 0 | 1 | 2-3 | 4-7 | 8+.
+ACTIVITY_EDGES = np.array([1, 2, 4, 8])
+ACTIVITY_BUCKETS = len(ACTIVITY_EDGES) + 1
+NUM_CONTEXTS = 3 * len(BAND_EDGES) * 6 * 3 * ACTIVITY_BUCKETS * ACTIVITY_BUCKETS
 
 
 def forward_transform(residual: np.ndarray) -> np.ndarray:
@@ -184,9 +189,21 @@ def _initial_counts() -> np.ndarray:
     return _shipped_counts().copy()
 
 
-def _contexts(q: np.ndarray, k: int, ch: int) -> np.ndarray:
+def _activity_bucket(a: np.ndarray) -> np.ndarray:
+    return np.searchsorted(ACTIVITY_EDGES, a, side="right")
+
+
+def _contexts(q: np.ndarray, k: int, ch: int, activity: np.ndarray,
+              grid_width: int) -> np.ndarray:
     """Context of every block's coefficient k (zigzag) in channel ch, from magnitudes coded
-    before: [blocks] int. `q`: [3, blocks, 8, 8] magnitudes coded so far (0 elsewhere)."""
+    before: [blocks] int.
+
+    Args:
+        q: [3, blocks, 8, 8] magnitudes, those coded so far at least.
+        k, ch: the pass.
+        activity: [blocks] the sum of each block's magnitudes coded so far in channel ch.
+        grid_width: blocks per row (the raster order's width).
+    """
     u, v = ZIGZAG[k]
     n = np.zeros(q.shape[1], dtype=np.int64)
     if u:
@@ -195,22 +212,33 @@ def _contexts(q: np.ndarray, k: int, ch: int) -> np.ndarray:
         n += q[ch, :, u, v - 1]
     ctx = NEIGHBOUR_BUCKETS[np.minimum(n, 8)]
     cross = CROSS_BUCKETS[np.minimum(q[0, :, u, v], 3)] if ch else np.zeros_like(ctx)
-    return ((ch * len(BAND_EDGES) + BANDS[k]) * 6 + ctx) * 3 + cross
+    a = activity.reshape(-1, grid_width)
+    around = np.zeros_like(a)
+    around[:, 1:] += a[:, :-1]
+    around[:, :-1] += a[:, 1:]
+    around[1:] += a[:-1]
+    around[:-1] += a[1:]
+    ctx = ((ch * len(BAND_EDGES) + BANDS[k]) * 6 + ctx) * 3 + cross
+    ctx = ctx * ACTIVITY_BUCKETS + _activity_bucket(activity)
+    return ctx * ACTIVITY_BUCKETS + _activity_bucket(around.reshape(-1) // 2)
 
 
-def _walk(mags: np.ndarray, code, histogram: np.ndarray | None = None) -> None:
+def _walk(mags: np.ndarray, grid_width: int, code, histogram: np.ndarray | None = None,
+          counts: np.ndarray | None = None) -> None:
     """Visit every part of every pass in coding order: `code(table, k, ch, part)` gets the
     tables of a part's blocks (a slice of the raster order) and returns their magnitudes,
     written into `mags` ([3, blocks, 8, 8]; the encoder's are there already); each part's
     symbols are counted before the next part's tables are made (and into `histogram`,
-    [NUM_CONTEXTS, LITERALS + 1], when given)."""
+    [NUM_CONTEXTS, LITERALS + 1], when given). `grid_width`: blocks per row; `counts`: the
+    starting counts (default: the shipped ones)."""
     blocks = mags.shape[1]
     part_size = refinement_part_size(blocks)
-    counts = _initial_counts()
+    counts = _initial_counts() if counts is None else np.array(counts, dtype=np.int64)
+    activity = np.zeros((3, blocks), dtype=np.int64)
     for k in range(BLOCK * BLOCK):
         u, v = ZIGZAG[k]
         for ch in range(3):
-            ctx_all = _contexts(mags, k, ch)
+            ctx_all = _contexts(mags, k, ch, activity[ch], grid_width)
             for start in range(0, blocks, part_size):
                 part = slice(start, min(start + part_size, blocks))
                 ctx = ctx_all[part]
@@ -224,6 +252,7 @@ def _walk(mags: np.ndarray, code, histogram: np.ndarray | None = None) -> None:
                     np.add.at(histogram, (ctx, sym), 1)
                 full = np.unique(ctx[counts[ctx].sum(axis=1) > LIMIT])
                 counts[full] = (counts[full] + 1) // 2
+            activity[ch] += mags[ch, :, u, v]
 
 
 _SIGN_TABLE = np.full((1, 2), 0.5)
@@ -231,7 +260,8 @@ _ESCAPE_TABLE = np.full((1, 1 << ESCAPE_BITS), 1.0 / (1 << ESCAPE_BITS))
 
 
 def encode_refinement(original: np.ndarray, picture: np.ndarray, step: float, *,
-                      histogram: np.ndarray | None = None) -> tuple[bytes, float, np.ndarray]:
+                      histogram: np.ndarray | None = None,
+                      counts: np.ndarray | None = None) -> tuple[bytes, float, np.ndarray]:
     """Code what `picture` (the decoder's, uint8) misses of `original` (uint8, same shape;
     HxWx3, or HxW for gray).
 
@@ -240,6 +270,8 @@ def encode_refinement(original: np.ndarray, picture: np.ndarray, step: float, *,
         step: the quantizer's step in 8-bit levels (>= MIN_STEP).
         histogram: [NUM_CONTEXTS, LITERALS + 1], counts the coded symbols per context
             (for `vqcodec.train.refinement`).
+        counts: starting counts other than the shipped ones (training them: a stream made
+            with other counts decodes with those only).
 
     Returns:
         (stream, its ideal length in bits, the refined picture the decoder will return).
@@ -268,7 +300,7 @@ def encode_refinement(original: np.ndarray, picture: np.ndarray, step: float, *,
             bits += len(signs)
         return m
 
-    _walk(mags, code, histogram)
+    _walk(mags, -(-picture.shape[1] // BLOCK), code, histogram, counts)
     return encoder.finish(), bits, refine(picture, q, step)
 
 
@@ -297,5 +329,5 @@ def decode_refinement(stream: bytes, step: float, picture: np.ndarray) -> np.nda
         signed[ch, part, u, v] = s
         return m
 
-    _walk(mags, code)
+    _walk(mags, -(-width // BLOCK), code)
     return refine(picture, signed, step)

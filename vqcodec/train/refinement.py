@@ -3,8 +3,8 @@ context, measured on training photos refined over the default model's base pictu
 
     python -m vqcodec.train.refinement ../shared/data/images/bsds500/train OUT.npy
 
-Session 11's file: every 7th BSDS500 training photo (30 of them), each at the refinement steps
-48, 36, 28, 20 and 14 over quality 3's picture of `vqimage-v3i`. The counts are part of the
+Session 12's file: every 7th BSDS500 training photo (29 of them), each at the refinement steps
+72, 56, 40, 28, 20 and 14 over quality 3's picture of `vqimage-v3i`. The counts are part of the
 format: a new file makes new streams, so it ships with a new format version only.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ..io.image import load_image
 from ..pipelines.image import compress_image, decompress_image
 from ..zoo.registry import DEFAULT_IMAGE_MODEL, IMAGE_REFINEMENT_BASE, load_model
 
-TRAINING_STEPS = (48.0, 36.0, 28.0, 20.0, 14.0)
+TRAINING_STEPS = (72.0, 56.0, 40.0, 28.0, 20.0, 14.0)
 
 
 def symbol_histogram(paths: list[Path], *, model: str = DEFAULT_IMAGE_MODEL,
@@ -35,12 +35,14 @@ def symbol_histogram(paths: list[Path], *, model: str = DEFAULT_IMAGE_MODEL,
     """
     loaded = load_model(model)
     histogram = np.zeros((refinement.NUM_CONTEXTS, refinement.LITERALS + 1), dtype=np.int64)
+    # Symbols are counted, not coded: flat starting counts, so no shipped file is needed.
+    flat = np.ones_like(histogram)
     for path in paths:
         image = load_image(path)
         picture = decompress_image(compress_image(image, model=loaded,
                                                   quality=base_quality).data, model=loaded)
         for step in steps:
-            refinement.encode_refinement(image, picture, step, histogram=histogram)
+            refinement.encode_refinement(image, picture, step, histogram=histogram, counts=flat)
     return histogram
 
 

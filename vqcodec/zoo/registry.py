@@ -25,14 +25,17 @@ DEFAULT_IMAGE_MODEL = "vqimage-v3i"
 DEFAULT_AUDIO_MODEL = "vqaudio-v1i"
 INTEGER_PREFIX = "integer_prior."  # tensor names of a model's integer prior in its file
 
-# Qualities past a grouped image model's own ladder (format version 6): the picture of its
-# quality IMAGE_REFINEMENT_BASE, refined in pixels (`coding.refinement`) with these steps in
-# 8-bit levels, coarsest first. Chosen by measurement on 12 BSDS500 test photos
-# (docs/ablations.md, session 11): above 30 dB a coarse base and scalar refinement cost less
-# than the quantizer's later rounds (base 3: +4.9 % against WebP, base 6 +6.7 %, base 12
-# +17.9 %); the steps span about 31.5 to 40 dB.
+# Grouped image models keep the first IMAGE_LADDER_RUNGS qualities of their own ladder; the
+# qualities after those (format version 6) code the picture of quality IMAGE_REFINEMENT_BASE,
+# refined in pixels (`coding.refinement`) with these steps in 8-bit levels, coarsest first.
+# Chosen by measurement on 12 BSDS500 test photos (docs/ablations.md, sessions 11 and 12):
+# above about 28.5 dB a coarse base and scalar refinement cost less than the quantizer's
+# later rounds (refinement step 72 over quality 3: 29.19 dB at 0.622 bpp, the quantizer's
+# quality 10: 28.88 dB at 0.611; step 80 ties quality 9); base 3: +4.9 % against WebP,
+# base 6 +6.7 %, base 12 +17.9 %. The steps span about 29 to 40 dB.
+IMAGE_LADDER_RUNGS = 9
 IMAGE_REFINEMENT_BASE = 3
-IMAGE_REFINEMENT_STEPS = (48.0, 40.0, 32.0, 26.0, 21.0, 17.0, 14.0)
+IMAGE_REFINEMENT_STEPS = (72.0, 64.0, 56.0, 48.0, 40.0, 32.0, 26.0, 21.0, 17.0, 14.0)
 
 # kind (as written in a model file) -> (config class, model class)
 MODEL_KINDS = {"image": (ImageModelConfig, VQImageModel), "audio": (AudioModelConfig, VQAudioModel)}
@@ -53,21 +56,32 @@ class LoadedModel:
             raise ModelError(f"model {self.name!r} is an {self.kind} model, not an {kind} model")
 
     @property
+    def refines(self) -> bool:
+        """Whether the model's top qualities refine its pictures (grouped image models)."""
+        return self.kind == "image" and bool(self.model.config.num_groups)
+
+    @property
+    def ladder_qualities(self) -> int:
+        """Qualities 1..ladder_qualities code the model's own ladder (grouped image models:
+        its first IMAGE_LADDER_RUNGS)."""
+        return min(len(self.qualities), IMAGE_LADDER_RUNGS) if self.refines else len(
+            self.qualities)
+
+    @property
     def refined_qualities(self) -> int:
-        """How many qualities past the model's own ladder refine its pictures (grouped
-        image models: `IMAGE_REFINEMENT_STEPS`; others none)."""
-        grouped = self.kind == "image" and bool(self.model.config.num_groups)
-        return len(IMAGE_REFINEMENT_STEPS) if grouped else 0
+        """How many qualities after the ladder refine its pictures (grouped image models:
+        `IMAGE_REFINEMENT_STEPS`; others none)."""
+        return len(IMAGE_REFINEMENT_STEPS) if self.refines else 0
 
     @property
     def num_qualities(self) -> int:
         """Qualities 1..num_qualities: the model's ladder, then the refined ones."""
-        return len(self.qualities) + self.refined_qualities
+        return self.ladder_qualities + self.refined_qualities
 
     def refinement_step(self, quality: int) -> float:
         """The refinement step at `quality` in 8-bit levels; 0 on the model's own ladder."""
         self._check_quality(quality)
-        extra = quality - len(self.qualities)
+        extra = quality - self.ladder_qualities
         return IMAGE_REFINEMENT_STEPS[extra - 1] if extra > 0 else 0.0
 
     def _check_quality(self, quality: int) -> None:
@@ -80,8 +94,8 @@ class LoadedModel:
         entry is a stage count, or [stages, rd_lambda] for models whose encoder weighs rate;
         a refined quality codes the stages of `IMAGE_REFINEMENT_BASE`."""
         self._check_quality(quality)
-        if quality > len(self.qualities):
-            quality = min(IMAGE_REFINEMENT_BASE, len(self.qualities))
+        if quality > self.ladder_qualities:
+            quality = min(IMAGE_REFINEMENT_BASE, self.ladder_qualities)
         entry = self.qualities[quality - 1]
         return (int(entry[0]), float(entry[1])) if isinstance(entry, list) else (int(entry), 0.0)
 
