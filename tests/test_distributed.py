@@ -213,3 +213,12 @@ def test_rd_curve_in_two_processes_writes_what_one_writes(tmp_path, tiny_model_p
             for key in set(x) - TIME_KEYS:
                 same = x[key] == y[key] or _close(float(x[key]), float(y[key]))
                 assert same, (name, key, x[key], y[key])
+
+
+def test_leave_and_exit_flushes_and_keeps_the_status():
+    """A rank's last words reach its log: stdout is flushed before os._exit."""
+    code = ("import sys; from vqcodec.distributed import leave_and_exit; "
+            "print('done', end=''); print('warn', end='', file=sys.stderr); leave_and_exit(3)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
+    assert (r.returncode, r.stdout, r.stderr) == (3, "done", "warn")

@@ -30,7 +30,7 @@ INTEGER_PREFIX = "integer_prior."  # tensor names of a model's integer prior in 
 # refined in pixels (`coding.refinement`) with these steps in 8-bit levels, coarsest first.
 # Chosen by measurement on 12 BSDS500 test photos (docs/ablations.md, sessions 11 and 12):
 # above about 28.5 dB a coarse base and scalar refinement cost less than the quantizer's
-# later rounds (refinement step 72 over quality 3: 29.19 dB at 0.622 bpp, the quantizer's
+# later rounds (refinement step 72 over quality 3: 29.27 dB at 0.627 bpp, the quantizer's
 # quality 10: 28.88 dB at 0.611; step 80 ties quality 9); base 3: +4.9 % against WebP,
 # base 6 +6.7 %, base 12 +17.9 %. The steps span about 29 to 40 dB.
 IMAGE_LADDER_RUNGS = 9
