@@ -28,7 +28,7 @@ from vqcodec.zoo.registry import load_model, shipped_models
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent.parent / "examples"
-IMAGE_QUALITIES = (1, 6, 9)  # the quantizer's ladder (q12: version 5 files, kept)
+IMAGE_QUALITIES = (1, 6, 12)
 REFINED_QUALITIES = (16,)  # past the ladder: written as version 6
 AUDIO_KBPS = (1.5, 6.0)
 

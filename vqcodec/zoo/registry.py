@@ -29,13 +29,14 @@ INTEGER_PREFIX = "integer_prior."  # tensor names of a model's integer prior in 
 # qualities after those (format version 6) code the picture of quality IMAGE_REFINEMENT_BASE,
 # refined in pixels (`coding.refinement`) with these steps in 8-bit levels, coarsest first.
 # Chosen by measurement on 12 BSDS500 test photos (docs/ablations.md, sessions 11 and 12):
-# above about 28.5 dB a coarse base and scalar refinement cost less than the quantizer's
-# later rounds (refinement step 72 over quality 3: 29.27 dB at 0.627 bpp, the quantizer's
-# quality 10: 28.88 dB at 0.611; step 80 ties quality 9); base 3: +4.9 % against WebP,
-# base 6 +6.7 %, base 12 +17.9 %. The steps span about 29 to 40 dB.
-IMAGE_LADDER_RUNGS = 9
+# above 30 dB a coarse base and scalar refinement cost less than the quantizer's later
+# rounds (base 3: +4.9 % against WebP, base 6 +6.7 %, base 12 +17.9 %); the steps span about
+# 31.5 to 40 dB. Refining from quality 10 on (steps 72, 64, 56 for 10-12) would save PSNR
+# bits there too, but costs MS-SSIM at those rates (session 12: 0.003-0.01 lower at
+# 0.44-0.60 bpp on Kodak), so the quantizer keeps its 12 rungs.
+IMAGE_LADDER_RUNGS = 12
 IMAGE_REFINEMENT_BASE = 3
-IMAGE_REFINEMENT_STEPS = (72.0, 64.0, 56.0, 48.0, 40.0, 32.0, 26.0, 21.0, 17.0, 14.0)
+IMAGE_REFINEMENT_STEPS = (48.0, 40.0, 32.0, 26.0, 21.0, 17.0, 14.0)
 
 # kind (as written in a model file) -> (config class, model class)
 MODEL_KINDS = {"image": (ImageModelConfig, VQImageModel), "audio": (AudioModelConfig, VQAudioModel)}
