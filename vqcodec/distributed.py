@@ -224,7 +224,7 @@ def leave_and_exit(code: int) -> NoReturn:
     the process exits with `os._exit`. Why: gloo's worker thread frees a collective's tensors
     after the collective has returned; when that happens while the interpreter finalises,
     taking the GIL ends the thread and std::terminate aborts the rank ("terminate called
-    without an active exception", SIGABRT; about 1 run in 20-60 on a loaded 2-core machine,
+    without an active exception", SIGABRT; 1 run in 12 to 62 on a loaded 2-core machine,
     with or without a final barrier). A process that never finalises cannot hit it. Files
     are closed by then: logs, checkpoints and results are written inside `with` blocks.
     """

@@ -108,6 +108,11 @@ def _as_rgb(picture: np.ndarray) -> np.ndarray:
     return np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
 
 
+def block_grid(height: int, width: int) -> tuple[int, int]:
+    """(block rows, blocks per row) of a picture: its 8x8 blocks, the last ones padded."""
+    return -(-height // BLOCK), -(-width // BLOCK)
+
+
 def _band_rows(grid_w: int) -> int:
     """Block rows per band of the transforms, so that their float64 temporaries stay near
     BAND_BLOCKS blocks (about 40 MiB) on any image."""
@@ -116,7 +121,7 @@ def _band_rows(grid_w: int) -> int:
 
 def _bands(height: int, width: int):
     """(first pixel row, end pixel row, first block, end block) of each band."""
-    bh, bw = -(-height // BLOCK), -(-width // BLOCK)
+    bh, bw = block_grid(height, width)
     rows = _band_rows(bw)
     for first in range(0, bh, rows):
         end = min(first + rows, bh)
@@ -132,8 +137,8 @@ def quantize_residual(original: np.ndarray, picture: np.ndarray, step: float) ->
     """The quantized coefficients [3, blocks, 8, 8] (int16, blocks in raster order) of
     original minus picture (uint8, HxWx3 or HxW as three equal channels), band by band."""
     height, width = picture.shape[:2]
-    bw = -(-width // BLOCK)
-    out = np.empty((3, -(-height // BLOCK) * bw, BLOCK, BLOCK), dtype=np.int16)
+    bh, bw = block_grid(height, width)
+    out = np.empty((3, bh * bw, BLOCK, BLOCK), dtype=np.int16)
     for top, bottom, first, end in _bands(height, width):
         residual = (_as_rgb(original[top:bottom]).astype(np.float64)
                     - _as_rgb(picture[top:bottom]))
@@ -147,7 +152,7 @@ def refine(picture: np.ndarray, q: np.ndarray, step: float) -> np.ndarray:
     over colours, as a gray picture's three equal channels are) plus the inverse transform
     of q * step, rounded and clamped to 8 bits, band by band."""
     height, width = picture.shape[:2]
-    bw = -(-width // BLOCK)
+    bw = block_grid(height, width)[1]
     out = np.empty_like(picture)
     for top, bottom, first, end in _bands(height, width):
         band = q[:, first:end].reshape(3, -1, bw, BLOCK, BLOCK) * float(step)
@@ -300,7 +305,7 @@ def encode_refinement(original: np.ndarray, picture: np.ndarray, step: float, *,
             bits += len(signs)
         return m
 
-    _walk(mags, -(-picture.shape[1] // BLOCK), code, histogram, counts)
+    _walk(mags, block_grid(*picture.shape[:2])[1], code, histogram, counts)
     return encoder.finish(), bits, refine(picture, q, step)
 
 
@@ -308,7 +313,8 @@ def decode_refinement(stream: bytes, step: float, picture: np.ndarray) -> np.nda
     """The refined picture: `picture` (the decoded one, uint8) and its refinement stream
     (untrusted)."""
     height, width = picture.shape[:2]
-    blocks = -(-height // BLOCK) * -(-width // BLOCK)
+    bh, bw = block_grid(height, width)
+    blocks = bh * bw
     decoder = IndexDecoder(stream, num_codes=1 << ESCAPE_BITS)
     mags = np.zeros((3, blocks, BLOCK, BLOCK), dtype=np.int16)
     signed = np.zeros_like(mags)
@@ -329,5 +335,5 @@ def decode_refinement(stream: bytes, step: float, picture: np.ndarray) -> np.nda
         signed[ch, part, u, v] = s
         return m
 
-    _walk(mags, -(-width // BLOCK), code)
+    _walk(mags, bw, code)
     return refine(picture, signed, step)

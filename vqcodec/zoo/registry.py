@@ -65,8 +65,8 @@ class LoadedModel:
     def ladder_qualities(self) -> int:
         """Qualities 1..ladder_qualities code the model's own ladder (grouped image models:
         its first IMAGE_LADDER_RUNGS)."""
-        return min(len(self.qualities), IMAGE_LADDER_RUNGS) if self.refines else len(
-            self.qualities)
+        rungs = len(self.qualities)
+        return min(rungs, IMAGE_LADDER_RUNGS) if self.refines else rungs
 
     @property
     def refined_qualities(self) -> int:
