@@ -96,13 +96,36 @@ def image_codebooks(run, train_paths, val_paths, rd_lambda, design, codebook_cro
 @click.option("--init-filter", "init_filter_from", default=None,
               help="A grouped model (file or shipped name) whose post-filter a new job starts "
                    "from (vqimage-v4 from v3i).")
+@click.option("--from-model", "from_model", default=None,
+              help="Start a new RUN as this grouped model (file or shipped name), its "
+                   "post-filter also reading the quantizer's rate map (vqimage-v3r from v3i); "
+                   "then `export-filter`.")
 @user_errors
-def image_filter(run, train_paths, val_paths, minutes, lr, batch, init_filter_from) -> None:
-    """Train a grouped model's decoder post-filter (RUN/state.pt, from `image-codebooks`)."""
-    from ..train.image import train_decoder_filter
+def image_filter(run, train_paths, val_paths, minutes, lr, batch, init_filter_from,
+                 from_model) -> None:
+    """Train a grouped model's decoder post-filter (RUN/state.pt, from `image-codebooks`
+    or --from-model)."""
+    from ..train.image import start_filter_run, train_decoder_filter
     train_set, val_set = _image_split(train_paths, val_paths)
+    if from_model and not (Path(run) / "state.pt").exists():
+        start_filter_run(run, from_model)
     train_decoder_filter(run=run, train=train_set, val=val_set, minutes=minutes, lr=lr,
                          batch=batch, init_filter_from=init_filter_from)
+
+
+@train.command("export-filter")
+@click.argument("run")
+@click.argument("output")
+@click.option("--base", required=True, help="The model RUN was started from (--from-model).")
+@click.option("--name", required=True, help="Model id written into every .vqc file.")
+@user_errors
+def export_filter(run, output, base, name) -> None:
+    """Write BASE with RUN's post-filter (from `image-filter --from-model`) as a model file."""
+    import os
+
+    from ..train.image import export_filter_model
+    export_filter_model(run, base, output, name=name)
+    click.echo(f"wrote {output} ({os.path.getsize(output) / 1e6:.1f} MB)")
 
 
 @train.command("image-prior")

@@ -82,6 +82,13 @@ class GroupedResidualQuantizer(nn.Module):
         """Indices [B, R', G, H, W] -> quantized latents [B, D, H, W]."""
         return sum(self.stage_codewords(s, indices[:, s]) for s in range(indices.shape[1]))
 
+    def rate_map(self, indices: torch.Tensor) -> torch.Tensor:
+        """Indices [B, R', G, H, W] -> [B, G, H, W]: per position and group, the fraction of
+        all R rounds that coded a nonzero code (code 0 is the zero vector). What a decoder
+        knows of how coarsely each region was quantized: quiet groups and low rates take
+        code 0."""
+        return (indices != 0).sum(1).to(self.codebooks.dtype) / self.num_stages
+
     def cumulative(self, indices: torch.Tensor) -> torch.Tensor:
         """[B, R', D, H, W]: entry s is the sum of the codewords of rounds < s."""
         parts = torch.stack([self.stage_codewords(s, indices[:, s])

@@ -31,6 +31,10 @@ class ImageAutoencoderConfig:
     # uses the decoder's as a learned post-filter on top of the inverse PCA.
     encoder_conv: bool = True
     decoder_conv: bool = True
+    # Extra inputs of the decoder's conv path beside the latents: a grouped quantizer's rate
+    # map (`GroupedResidualQuantizer.rate_map`, one channel per group), so that one post-filter
+    # can tell a finely from a coarsely quantized region. 0: latents only (v3, v3i).
+    rate_channels: int = 0
 
     @property
     def stride(self) -> int:
@@ -82,7 +86,9 @@ class ImageDecoder(nn.Module):
         super().__init__()
         w = config.widths[::-1]
         blocks = config.decoder_blocks[::-1]
-        layers: list[nn.Module] = [nn.Conv2d(config.latent_dim, w[0], 3, padding=1)]
+        self.rate_channels = config.rate_channels
+        layers: list[nn.Module] = [nn.Conv2d(config.latent_dim + config.rate_channels, w[0], 3,
+                                             padding=1)]
         for i, width in enumerate(w):
             if i:
                 layers.append(_up(w[i - 1], width))
@@ -91,7 +97,16 @@ class ImageDecoder(nn.Module):
         self.net = nn.Sequential(*layers) if config.decoder_conv else None
         self.linear = _block_transform(config, transpose=True)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, rate_map: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents z [B, D, H, W] (and, when the config has rate channels, the rate map
+        [B, rate_channels, H, W]) -> RGB [B, 3, H*stride, W*stride], about [0, 1]."""
+        if self.rate_channels:
+            if rate_map is None or rate_map.shape[1] != self.rate_channels:
+                raise ValueError(f"this decoder reads a rate map of {self.rate_channels} "
+                                 "channels beside the latents")
+            net_input = torch.cat([z, rate_map.to(z.dtype)], 1)
+            out = self.net(net_input)
+            return ((out if self.linear is None else self.linear(z) + out) + 1) / 2
         return (_sum_paths(self.net, self.linear, z) + 1) / 2
 
 

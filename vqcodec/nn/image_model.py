@@ -102,6 +102,9 @@ class VQImageModel(nn.Module):
         self.encoder = ImageEncoder(config.autoencoder)
         self.decoder = ImageDecoder(config.autoencoder)
         dim = config.autoencoder.latent_dim
+        if config.autoencoder.rate_channels not in (0, config.num_groups):
+            raise ValueError("a decoder's rate map has one channel per quantizer group "
+                             f"({config.num_groups}), not {config.autoencoder.rate_channels}")
         if config.num_groups:
             self.quantizer = GroupedResidualQuantizer(
                 dim=dim, num_stages=config.num_stages, num_groups=config.num_groups,
@@ -121,7 +124,7 @@ class VQImageModel(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass: returns (reconstruction, indices, commitment loss)."""
         zq, indices, commit = self.quantizer(self.encoder(x))
-        return self.decoder(zq), indices, commit
+        return self.decoder(zq, self.rate_map(indices)), indices, commit
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, num_stages: int | None = None,
@@ -133,6 +136,17 @@ class VQImageModel(nn.Module):
             return self.quantizer.encode(z, num_stages, rd_lambda)
         return self.quantizer.encode(z, num_stages)
 
+    def rate_map(self, indices: torch.Tensor) -> torch.Tensor | None:
+        """What the decoder reads beside the latents of `indices`: the quantizer's rate map
+        when the decoder has rate channels, else None."""
+        if not self.config.autoencoder.rate_channels:
+            return None
+        return self.quantizer.rate_map(indices)
+
+    def reconstruct(self, indices: torch.Tensor) -> torch.Tensor:
+        """Indices -> the decoder's output (not clamped; differentiable in the decoder)."""
+        return self.decoder(self.quantizer.decode(indices), self.rate_map(indices))
+
     @torch.no_grad()
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.quantizer.decode(indices)).clamp(0, 1)
+        return self.reconstruct(indices).clamp(0, 1)

@@ -6,6 +6,7 @@ audio (`prior.fit_prior`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from pathlib import Path
@@ -352,6 +353,68 @@ def train_grouped_codebooks(*, run: str, train: list[str], rd_lambda: float,
         job.save(model, None)
 
 
+def start_filter_run(run: str, base: str) -> None:
+    """A new post-filter run whose model is the grouped model `base` (file or shipped name)
+    with a decoder that also reads the quantizer's rate map (`rate_channels` = its groups).
+    The map's input weights start at zero, so the run starts as `base`'s filter exactly;
+    `train_decoder_filter` continues it. The integer prior is not part of a run: `export_
+    filter_model` takes it from `base` again.
+
+    Raises:
+        TrainingError: the run already has a state, or `base` is not a grouped image model.
+    """
+    from ..zoo.registry import load_model
+    single_process("image-filter --from-model")
+    job = TrainingRun(run)
+    if job.state:
+        raise TrainingError(f"{run} already has a state.pt; use a new run folder")
+    loaded = load_model(base)
+    loaded.require_kind("image")
+    old = loaded.model
+    if not old.config.num_groups or old.decoder.net is None:
+        raise TrainingError(f"{base} is not a grouped image model with a post-filter")
+    config = dataclasses.replace(old.config, autoencoder=dataclasses.replace(
+        old.config.autoencoder, rate_channels=old.config.num_groups))
+    model = VQImageModel(config)
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("integer_prior.")}
+    first = state.pop("decoder.net.0.weight")
+    model.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        model.decoder.net[0].weight.zero_()
+        model.decoder.net[0].weight[:, :first.shape[1]] = first
+    write_run_config(run, config)
+    with job:
+        job.log(f"start: {base}'s weights, its post-filter reading the rate map too")
+        job.save(model, None)
+
+
+def export_filter_model(run: str, base: str, output: str, *, name: str) -> None:
+    """Write `base` (a grouped image model, file or shipped name) with the post-filter of
+    `run` (`start_filter_run` + `train_decoder_filter`) as model `name`: every other weight,
+    the integer prior and the rate settings are `base`'s, so its indices, tables and file
+    sizes are too; only the decoded pictures change.
+
+    Raises:
+        TrainingError: the run's model differs from `base` outside the post-filter.
+    """
+    from ..zoo.registry import load_model, save_model
+    single_process("export-filter")
+    loaded = load_model(base)
+    job = TrainingRun(run, log_file="filter_log.txt", prefix="filter_")
+    config = read_run_config(run, "image")
+    model = VQImageModel(config)
+    model.load_state_dict(job.state["model"])
+    old = loaded.model.state_dict()
+    for key, value in model.state_dict().items():
+        if not key.startswith("decoder.net.") and not torch.equal(value, old[key].to(value)):
+            raise TrainingError(f"{run}'s {key} is not {base}'s: export it with `export`")
+    model.integer_prior = loaded.model.integer_prior
+    training = {**loaded.training, "filter_base": loaded.name, "filter_steps": job.step,
+                "filter_cpu_s": round(job.state.get("filter_cpu_s", 0.0), 1)}
+    save_model(model.eval(), output, name=name, qualities=loaded.qualities,
+               default_quality=loaded.default_quality, training=training)
+
+
 def train_decoder_filter(*, run: str, train: list[str], val: list[str], minutes: float,
                          rd_lambdas: list[float] | None = None, lr: float = 2e-4,
                          batch: int = 16,
@@ -395,14 +458,15 @@ def train_decoder_filter(*, run: str, train: list[str], val: list[str], minutes:
     val_x = validation_crops(load_training_images(val), size=val_crop, count=16)
     val_lambda = rd_lambdas[len(rd_lambdas) // 2]
     with torch.no_grad():
-        val_zq = model.quantizer.decode(model.encode(val_x, None, val_lambda))
+        val_idx = model.encode(val_x, None, val_lambda)
+        val_zq = model.quantizer.decode(val_idx)
         val_base = psnr(model.decoder.linear(val_zq).add(1).div(2).clamp(0, 1), val_x).mean()
     rng = random.Random(job.step)  # which rate weight each batch is coded at
 
     def evaluate() -> str:
         net.eval()
         with torch.no_grad():
-            out = psnr(model.decoder(val_zq).clamp(0, 1), val_x).mean()
+            out = psnr(model.reconstruct(val_idx).clamp(0, 1), val_x).mean()
         net.train()
         return (f"val psnr {out:.3f} (inverse PCA alone {val_base:.3f}, "
                 f"rate weight {val_lambda:.5f})")
@@ -410,8 +474,8 @@ def train_decoder_filter(*, run: str, train: list[str], val: list[str], minutes:
     def take_step() -> float:
         x = sampler.batch(batch, part)
         with torch.no_grad():
-            zq = model.quantizer.decode(model.encode(x, None, rng.choice(rd_lambdas)))
-        loss = F.mse_loss(model.decoder(zq), x)
+            idx = model.encode(x, None, rng.choice(rd_lambdas))
+        loss = F.mse_loss(model.reconstruct(idx), x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         job.average_gradients(opt)
