@@ -5,6 +5,7 @@ the BD-rate (PSNR-RGB) against WebP over the overlapping range.
 
     python benchmarks/refinement_base.py ../shared/data/images/bsds500/test --every 16
         --limit 12 [--bases 3,6,12] [--dead-zones 0.25,0.35,0.45] [--steps 48,36,28,20,14]
+        [--rd-weights 0,0.12]
 
 Session 11 chose the shipped settings with this on 12 BSDS500 test photos (not Kodak).
 """
@@ -49,6 +50,8 @@ def main() -> None:
     ap.add_argument("--bases", default="3,6,12")
     ap.add_argument("--dead-zones", default=str(refinement.DEAD_ZONE))
     ap.add_argument("--steps", default="48,36,28,20,14")
+    ap.add_argument("--rd-weights", default=str(refinement.RD_WEIGHT),
+                    help="the encoder's rate weight of its magnitude choice (0: none)")
     args = ap.parse_args()
     loaded = load_model(args.model)
     paths = sorted(p for p in Path(args.folder).iterdir()
@@ -64,8 +67,10 @@ def main() -> None:
         for x in images:
             data = compress_image(x, model=loaded, quality=base_q).data
             bases.append((len(data), decompress_image(data, model=loaded)))
-        for dead_zone in (float(d) for d in args.dead_zones.split(",")):
+        for dead_zone, rd_weight in ((float(d), float(w)) for d in args.dead_zones.split(",")
+                                     for w in args.rd_weights.split(",")):
             refinement.DEAD_ZONE = dead_zone  # the quantizer reads it when called
+            refinement.RD_WEIGHT = rd_weight
             curve = []
             for step in steps:
                 rates, psnrs = [], []
@@ -77,7 +82,7 @@ def main() -> None:
                 curve.append((np.mean(rates), np.mean(psnrs)))
             c = np.array(curve)[np.argsort([p for _, p in curve])]
             bd = bd_rate(webp[:, 0], webp[:, 1], c[:, 0], c[:, 1])
-            print(f"base q{base_q} dead zone {dead_zone}: BD-rate vs WebP "
+            print(f"base q{base_q} dead zone {dead_zone} rd weight {rd_weight}: BD-rate vs WebP "
                   f"{'n/a' if bd is None else f'{bd:+.2f} %'}; "
                   + " ".join(f"{b:.3f}/{p:.2f}" for b, p in c), flush=True)
 

@@ -15,7 +15,8 @@ from vqcodec.coding import refinement
 from vqcodec.coding.refinement import (BLOCK, decode_refinement, encode_refinement,
                                        forward_transform, inverse_transform)
 from vqcodec.errors import ContainerError, CorruptPayloadError, ModelError
-from vqcodec.format import (REFINED_VERSION, ContainerHeader, MediaType, pack_container,
+from vqcodec.format import (DEBLOCKED_VERSION, REFINED_VERSION, ContainerHeader, MediaType,
+                            pack_container,
                             refinement_held, stages_held, unpack_container)
 from vqcodec.pipelines.image import compress_image, decompress_image
 from vqcodec.zoo.registry import (IMAGE_LADDER_RUNGS, IMAGE_REFINEMENT_BASE,
@@ -113,6 +114,48 @@ def test_tables_do_not_depend_on_the_float_transform():
                           refinement.quantize(forward_transform(noisy), 8.0))
 
 
+# --- deblocking (format version 7) ------------------------------------------------------------
+
+def test_deblock_smooths_small_steps_at_block_edges_only():
+    flat = np.full((16, 24, 3), 100, dtype=np.uint8)
+    assert np.array_equal(refinement.deblock(flat, 40.0), flat)
+    stepped = flat.copy()
+    stepped[:, 8:16] += 4  # a 4-level step at the edges between columns 7|8 and 15|16
+    out = refinement.deblock(stepped, 40.0)  # clip 2 levels at the edge, 1 one further out
+    assert out[0, 6:10, 0].tolist() == [101, 102, 102, 103]
+    assert np.array_equal(out[:, :5], stepped[:, :5])  # away from the edges: untouched
+    assert np.array_equal(out[:, 10:14], stepped[:, 10:14])
+    # Steps that large against the refinement's step are edges of the picture: kept.
+    assert np.array_equal(refinement.deblock(stepped, 4.0), stepped)
+    edge = stepped.copy()
+    edge[:, 8:16] = 200
+    assert np.array_equal(refinement.deblock(edge, 40.0), edge)
+    # Rows like columns; a gray picture like one colour.
+    assert np.array_equal(refinement.deblock(stepped.transpose(1, 0, 2), 40.0),
+                          out.transpose(1, 0, 2))
+    assert np.array_equal(refinement.deblock(stepped[..., 0], 40.0), out[..., 0])
+
+
+def test_deblock_in_bands_is_the_whole_picture(monkeypatch):
+    rng = np.random.default_rng(7)
+    picture = rng.integers(0, 256, (45, 37, 3), dtype=np.uint8) // 8 + 100
+    whole = refinement.deblock(picture, 30.0)
+    assert not np.array_equal(whole, picture)
+    for rows in (1, 3, 8, 16):
+        monkeypatch.setattr(refinement, "DEBLOCK_ROWS", rows)
+        assert np.array_equal(refinement.deblock(picture, 30.0), whole)
+
+
+def test_deblocked_refinement_is_version_6_deblocked():
+    original, picture = _pair(8, 40, 48, 20.0)
+    stream, _, plain = encode_refinement(original, picture, 24.0, deblocked=False)
+    stream7, _, refined = encode_refinement(original, picture, 24.0)
+    assert stream7 == stream  # the stream does not change, only the picture
+    assert np.array_equal(refined, refinement.deblock(plain, 24.0))
+    assert np.array_equal(decode_refinement(stream, 24.0, picture, deblocked=False), plain)
+    assert np.array_equal(decode_refinement(stream, 24.0, picture), refined)
+
+
 def test_part_size_grows_with_the_image():
     assert refinement.refinement_part_size(10) == refinement.MIN_PART
     assert refinement.refinement_part_size(10 ** 6) == -(-10 ** 6 // refinement.PARTS_PER_PASS)
@@ -198,7 +241,7 @@ def test_refined_qualities_climb_and_decode_exactly(shipped, crop):
     for quality in (n + 1, n + 4, shipped.num_qualities):
         result = compress_image(crop, model=shipped, quality=quality, device="cpu")
         h = result.header
-        assert h.version == REFINED_VERSION and h.num_chunks == h.num_stages + 1
+        assert h.version == DEBLOCKED_VERSION and h.num_chunks == h.num_stages + 1
         assert h.refinement_step == shipped.refinement_step(quality)
         out = decompress_image(result.data, model=shipped)
         psnr = _psnr(out, crop)

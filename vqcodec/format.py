@@ -62,9 +62,13 @@ MAGIC = b"VQC\x89"
 FORMAT_VERSION = 5
 # Version 6 adds the refinement step (images past the quantizer's ladder); vqcodec writes it
 # only for refined images, so every other file stays readable by a vqcodec that reads 5.
+# Version 7 has version 6's layout; its decoder deblocks the refined picture
+# (`coding.refinement.deblock`), so a reader of 6 would return other pixels: vqcodec writes
+# 7 for refined images.
 REFINED_VERSION = 6
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
-WRITABLE_VERSIONS = (2, 3, 4, 5, 6)
+DEBLOCKED_VERSION = 7
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+WRITABLE_VERSIONS = (2, 3, 4, 5, 6, 7)
 
 # What a payload is: one range-coder stream (versions 1, 2) or a tuple of separately coded
 # chunks (versions 3 to 5).
@@ -77,7 +81,7 @@ FLAG_PORTABLE = 0x01  # tables come from an exact integer prior: decodes on any 
 FLAG_TILED = 0x02
 _KNOWN_FLAGS = {1: 0, 2: FLAG_PORTABLE, 3: FLAG_PORTABLE | FLAG_TILED,
                 4: FLAG_PORTABLE | FLAG_TILED, 5: FLAG_PORTABLE | FLAG_TILED,
-                6: FLAG_PORTABLE | FLAG_TILED}
+                6: FLAG_PORTABLE | FLAG_TILED, 7: FLAG_PORTABLE | FLAG_TILED}
 MAX_TILE = 0xFFFF
 MAX_ANCHOR_WEIGHT_LOG2 = 15  # anchor weights are 2^1 .. 2^15
 # Version 6: the refinement step in quarters of an 8-bit level, 1.0 .. 255.0 (0: none), u16.
@@ -172,7 +176,7 @@ class ContainerHeader:
         adapted: images of versions 5, 6 with a portable prior: every pass of every tile was
             coded with its tables adapted, with the weight its stream names before it
             (`coding.latent_codec.ADAPTATION_WEIGHTS`); False: nothing adapted.
-        refinement_step: images of version 6: the step, in 8-bit levels (a multiple of 1/4,
+        refinement_step: images of versions 6, 7: the step, in 8-bit levels (a multiple of 1/4,
             1 to 255), of the refinement (`coding.refinement`) whose stream is the chunk
             after the stages' (so `num_chunks` is `num_stages + 1`); 0: none.
     """
@@ -264,7 +268,7 @@ class ContainerHeader:
             raise ContainerError(f"refinement step must be a multiple of 0.25 from 1 to "
                                  f"{MAX_REFINEMENT_QUARTERS // 4}, got {step:g}")
         if step and (self.version < REFINED_VERSION or media_type is not MediaType.IMAGE):
-            raise ContainerError("only images of format version 6 are refined")
+            raise ContainerError("only images of format version 6 or later are refined")
         set_field(self, "refinement_step", step)
         num_chunks = _as_int(self.num_chunks, "num_chunks")
         if step and num_chunks != num_stages + 1:

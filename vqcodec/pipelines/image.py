@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..nn.image_autoencoder import decoder_halo
 from ..zoo.registry import DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_model
-from ..format import (FORMAT_VERSION, MAX_TILE, REFINED_VERSION, ContainerError,
+from ..format import (DEBLOCKED_VERSION, FORMAT_VERSION, MAX_TILE, ContainerError,
                       ContainerHeader, MediaType, pack_container, refinement_held,
                       stage_payload)
 from ..device import resolve_device
@@ -199,7 +199,8 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
         model: shipped model name, model file path, or a loaded model.
         quality: 1..N (more stages, more bits); default: the model's default. Qualities
             past the model's ladder (`LoadedModel.refined_qualities`) also code a refinement
-            of the decoded picture (format version 6).
+            of the decoded picture (format version 7: version 6's, the refined picture
+            deblocked).
         device: "auto", "cpu" or "cuda".
         tile: the side, in latent positions, of the tiles a latent grid larger than one
             tile is coded in (1..65535; the file records it); default `IMAGE_TILE`.
@@ -253,7 +254,7 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
         num_chunks=len(streams), tile=tile if tiled else 0, context_stages=context,
         adapted=adapted, refinement_step=step,
         # The oldest version that holds the file, so that earlier readers read it.
-        version=REFINED_VERSION if step else FORMAT_VERSION)
+        version=DEBLOCKED_VERSION if step else FORMAT_VERSION)
     data = pack_container(header, streams)
     return ImageCompression(data=data, header=header, payload_bytes=payload_bits // 8,
                             nll_bits=nll_bits, num_pixels=height * width,
@@ -293,4 +294,5 @@ def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
     picture = indices_to_image(net, indices, channels, height, width, dev)
     if refinement is None:
         return picture
-    return decode_refinement(refinement, header.refinement_step, picture)
+    return decode_refinement(refinement, header.refinement_step, picture,
+                             deblocked=header.version >= DEBLOCKED_VERSION)
