@@ -309,3 +309,15 @@ def test_contexts_see_the_activity_of_the_block_and_its_neighbours():
     assert len({ctx[4], ctx[1], ctx[0]}) == 3
     assert ctx[1] == ctx[3] == ctx[5] == ctx[7] and ctx[0] == ctx[2] == ctx[6] == ctx[8]
     assert ctx.max() < refinement.NUM_CONTEXTS
+
+
+def test_info_says_whether_a_refined_file_is_deblocked():
+    from pathlib import Path
+    golden = Path(__file__).resolve().parent / "golden"
+    lines = {}
+    for version in (6, 7):
+        r = CliRunner().invoke(cli, ["info", str(golden / f"vqimage-v3i-q16-v{version}.vqc")])
+        assert r.exit_code == 0, r.output
+        lines[version] = [x for x in r.output.splitlines() if x.startswith("refinement:")]
+    assert lines[6] == ["refinement: step 26 (8-bit levels), its own chunk"]
+    assert lines[7] == ["refinement: step 26 (8-bit levels), its own chunk, deblocked"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..format import read_header
+from ..format import DEBLOCKED_VERSION, read_header
 from .batch import AUDIO_FORMATS, IMAGE_FORMATS
 from .options import (device_option, jobs_option, model_option, quiet_option, read_input,
                       user_errors)
@@ -170,7 +170,8 @@ def info(input_path: str) -> None:
                if h.context_stages is not None else []),
              *([f"adapted anchors: weight {h.anchor_weight}"] if h.anchor_weight else []),
              *(["adapted tables: every pass (its weight in the stream)"] if h.adapted else []),
-             *([f"refinement: step {h.refinement_step:g} (8-bit levels), its own chunk"]
+             *([f"refinement: step {h.refinement_step:g} (8-bit levels), its own chunk"
+                + (", deblocked" if h.version >= DEBLOCKED_VERSION else "")]
                if h.refinement_step else []),
              f"portable: {'yes (exact integer tables: decodes on any machine)' if h.portable else 'no (float tables: decodes where the CPU kernels round as the writer' + chr(39) + 's)'}",
              f"file size: {len(data)} bytes"]
