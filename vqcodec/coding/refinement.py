@@ -384,8 +384,8 @@ def encode_refinement(original: np.ndarray, picture: np.ndarray, step: float, *,
     """
     if not step >= MIN_STEP:
         raise ValueError(f"refinement step must be at least {MIN_STEP}, got {step}")
-    offsets = np.empty((3, *block_grid(*picture.shape[:2]), BLOCK, BLOCK),
-                       dtype=np.int8).reshape(3, -1, BLOCK, BLOCK) if RD_WEIGHT else None
+    blocks = int(np.prod(block_grid(*picture.shape[:2])))
+    offsets = np.empty((3, blocks, BLOCK, BLOCK), dtype=np.int8) if RD_WEIGHT else None
     q = quantize_residual(original, picture, step, offsets)
     mags = np.abs(q)
     encoder = IndexEncoder()
