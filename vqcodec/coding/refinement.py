@@ -341,22 +341,17 @@ RD_WEIGHT = 0.1
 
 
 def _cheapest_magnitudes(m: np.ndarray, offsets: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Per block, the magnitude among m - 1 (>= 0), m, m + 1 (if m > 0) that minimises (x - magnitude)^2 +
-    RD_WEIGHT * bits, x = m + offsets / 100 the coefficient's magnitude in steps."""
+    """Per block, the magnitude among m - 1 (>= 0), m and m + 1 (if m > 0) that minimises
+    (x - magnitude)^2 + RD_WEIGHT * bits, x = m + offsets / 100 the coefficient's magnitude
+    in steps; ties go to the smaller."""
     x = m + offsets.astype(np.float64) / 100
-    rows = np.arange(len(m))
-    best, best_cost = m, None
     # One more only where the sign is known (m > 0): a zero's sign was not kept.
-    for candidate in (m - 1, m, np.where(m > 0, m + 1, 0)):
-        c = np.maximum(candidate, 0)
-        p = table[rows, np.minimum(c, LITERALS)]
-        cost = (x - c) ** 2 + RD_WEIGHT * (-np.log2(p) + (c > 0) + ESCAPE_BITS * (c >= LITERALS))
-        if best_cost is None:
-            best, best_cost = c, cost
-        else:
-            better = cost < best_cost
-            best, best_cost = np.where(better, c, best), np.where(better, cost, best_cost)
-    return best
+    candidates = np.stack([np.maximum(m - 1, 0), m, np.where(m > 0, m + 1, 0)])
+    rows = np.arange(len(m))
+    p = table[rows, np.minimum(candidates, LITERALS)]
+    bits = -np.log2(p) + (candidates > 0) + ESCAPE_BITS * (candidates >= LITERALS)
+    cost = (x - candidates) ** 2 + RD_WEIGHT * bits
+    return candidates[cost.argmin(0), rows]
 
 
 _SIGN_TABLE = np.full((1, 2), 0.5)
@@ -384,8 +379,8 @@ def encode_refinement(original: np.ndarray, picture: np.ndarray, step: float, *,
     """
     if not step >= MIN_STEP:
         raise ValueError(f"refinement step must be at least {MIN_STEP}, got {step}")
-    blocks = int(np.prod(block_grid(*picture.shape[:2])))
-    offsets = np.empty((3, blocks, BLOCK, BLOCK), dtype=np.int8) if RD_WEIGHT else None
+    bh, bw = block_grid(*picture.shape[:2])
+    offsets = np.empty((3, bh * bw, BLOCK, BLOCK), dtype=np.int8) if RD_WEIGHT else None
     q = quantize_residual(original, picture, step, offsets)
     mags = np.abs(q)
     encoder = IndexEncoder()
@@ -411,7 +406,7 @@ def encode_refinement(original: np.ndarray, picture: np.ndarray, step: float, *,
             bits += len(signs)
         return m
 
-    _walk(mags, block_grid(*picture.shape[:2])[1], code, histogram, counts)
+    _walk(mags, bw, code, histogram, counts)
     refined = refine(picture, q, step)
     return encoder.finish(), bits, deblock(refined, step) if deblocked else refined
 

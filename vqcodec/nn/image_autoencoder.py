@@ -100,14 +100,13 @@ class ImageDecoder(nn.Module):
     def forward(self, z: torch.Tensor, rate_map: torch.Tensor | None = None) -> torch.Tensor:
         """Latents z [B, D, H, W] (and, when the config has rate channels, the rate map
         [B, rate_channels, H, W]) -> RGB [B, 3, H*stride, W*stride], about [0, 1]."""
+        net_input = z
         if self.rate_channels:
             if rate_map is None or rate_map.shape[1] != self.rate_channels:
                 raise ValueError(f"this decoder reads a rate map of {self.rate_channels} "
                                  "channels beside the latents")
             net_input = torch.cat([z, rate_map.to(z.dtype)], 1)
-            out = self.net(net_input)
-            return ((out if self.linear is None else self.linear(z) + out) + 1) / 2
-        return (_sum_paths(self.net, self.linear, z) + 1) / 2
+        return (_sum_paths(self.net, self.linear, z, net_input) + 1) / 2
 
 
 def decoder_halo(decoder: ImageDecoder) -> int:
@@ -130,10 +129,13 @@ def decoder_halo(decoder: ImageDecoder) -> int:
     return math.ceil(reach)
 
 
-def _sum_paths(net: nn.Module | None, linear: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+def _sum_paths(net: nn.Module | None, linear: nn.Module | None, x: torch.Tensor,
+               net_input: torch.Tensor | None = None) -> torch.Tensor:
+    """linear(x) + net(net_input), net_input defaulting to x; a missing path adds nothing."""
+    net_input = x if net_input is None else net_input
     if linear is None:
-        return net(x)
-    return linear(x) if net is None else linear(x) + net(x)
+        return net(net_input)
+    return linear(x) if net is None else linear(x) + net(net_input)
 
 
 def _block_transform(config: ImageAutoencoderConfig, *, transpose: bool) -> nn.Module | None:

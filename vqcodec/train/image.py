@@ -376,12 +376,9 @@ def start_filter_run(run: str, base: str) -> None:
     config = dataclasses.replace(old.config, autoencoder=dataclasses.replace(
         old.config.autoencoder, rate_channels=old.config.num_groups))
     model = VQImageModel(config)
-    state = {k: v for k, v in old.state_dict().items() if not k.startswith("integer_prior.")}
-    first = state.pop("decoder.net.0.weight")
-    model.load_state_dict(state, strict=False)
-    with torch.no_grad():
-        model.decoder.net[0].weight.zero_()
-        model.decoder.net[0].weight[:, :first.shape[1]] = first
+    model.load_state_dict({k: v for k, v in old.state_dict().items()
+                           if not k.startswith(("integer_prior.", "decoder.net."))}, strict=False)
+    transfer_decoder_filter(model, old)  # the first layer's extra (map) inputs start at zero
     write_run_config(run, config)
     with job:
         job.log(f"start: {base}'s weights, its post-filter reading the rate map too")
