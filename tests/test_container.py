@@ -144,8 +144,8 @@ def test_error_messages(data: bytes, message: str) -> None:
 
 
 def test_unknown_version() -> None:
-    data = MAGIC + bytes([8]) + SMALL[5:]
-    with pytest.raises(ContainerError, match=r"^unsupported \.vqc format version 8 \(this vqcodec reads versions 1, 2, 3, 4, 5, 6, 7; a newer vqcodec may read it\)$"):
+    data = MAGIC + bytes([9]) + SMALL[5:]
+    with pytest.raises(ContainerError, match=r"^unsupported \.vqc format version 9 \(this vqcodec reads versions 1, 2, 3, 4, 5, 6, 7, 8; a newer vqcodec may read it\)$"):
         unpack_container(data)
 
 
@@ -300,7 +300,7 @@ _VALID = dict(
         {"portable": 1},
         {"index_check": -1},
         {"index_check": 2**32},
-        {"version": 8},
+        {"version": 9},
         {"num_chunks": 2},
         {"adapted": True, "portable": True, "version": 4},  # adapted tables: version 5
         {"adapted": True},  # not portable
@@ -356,8 +356,8 @@ def test_unknown_flags_and_versions_are_refused() -> None:
     body = pack_container(IMAGE_HEADER, b"")[:-4]
     with pytest.raises(ContainerError, match="unknown flags 0x02"):
         unpack_container(_with_crc(body[:5] + b"\x02" + body[6:]))
-    with pytest.raises(ContainerError, match="unsupported .vqc format version 8"):
-        unpack_container(_with_crc(body[:4] + b"\x08" + body[5:]))
+    with pytest.raises(ContainerError, match="unsupported .vqc format version 9"):
+        unpack_container(_with_crc(body[:4] + b"\x09" + body[5:]))
 
 
 def test_writing_needs_an_index_check() -> None:

@@ -15,7 +15,7 @@ from vqcodec.coding import refinement
 from vqcodec.coding.refinement import (BLOCK, decode_refinement, encode_refinement,
                                        forward_transform, inverse_transform)
 from vqcodec.errors import ContainerError, CorruptPayloadError, ModelError
-from vqcodec.format import (DEBLOCKED_VERSION, REFINED_VERSION, ContainerHeader, MediaType,
+from vqcodec.format import (FILTERED_VERSION, REFINED_VERSION, ContainerHeader, MediaType,
                             pack_container,
                             refinement_held, stages_held, unpack_container)
 from vqcodec.pipelines.image import compress_image, decompress_image
@@ -241,7 +241,7 @@ def test_refined_qualities_climb_and_decode_exactly(shipped, crop):
     for quality in (n + 1, n + 4, shipped.num_qualities):
         result = compress_image(crop, model=shipped, quality=quality, device="cpu")
         h = result.header
-        assert h.version == DEBLOCKED_VERSION and h.num_chunks == h.num_stages + 1
+        assert h.version == FILTERED_VERSION and h.num_chunks == h.num_stages + 1
         assert h.refinement_step == shipped.refinement_step(quality)
         out = decompress_image(result.data, model=shipped)
         psnr = _psnr(out, crop)

@@ -65,10 +65,14 @@ FORMAT_VERSION = 5
 # Version 7 has version 6's layout; its decoder deblocks the refined picture
 # (`coding.refinement.deblock`), so a reader of 6 would return other pixels: vqcodec writes
 # 7 for refined images.
+# Version 8 has version 6's layout too; its decoder also restores the deblocked picture with
+# the shipped refinement filter (`zoo.filters`, `nn.refinement_filter`): vqcodec writes 8 for
+# refined images.
 REFINED_VERSION = 6
 DEBLOCKED_VERSION = 7
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
-WRITABLE_VERSIONS = (2, 3, 4, 5, 6, 7)
+FILTERED_VERSION = 8
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
+WRITABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8)
 
 # What a payload is: one range-coder stream (versions 1, 2) or a tuple of separately coded
 # chunks (versions 3 to 5).
@@ -81,7 +85,8 @@ FLAG_PORTABLE = 0x01  # tables come from an exact integer prior: decodes on any 
 FLAG_TILED = 0x02
 _KNOWN_FLAGS = {1: 0, 2: FLAG_PORTABLE, 3: FLAG_PORTABLE | FLAG_TILED,
                 4: FLAG_PORTABLE | FLAG_TILED, 5: FLAG_PORTABLE | FLAG_TILED,
-                6: FLAG_PORTABLE | FLAG_TILED, 7: FLAG_PORTABLE | FLAG_TILED}
+                6: FLAG_PORTABLE | FLAG_TILED, 7: FLAG_PORTABLE | FLAG_TILED,
+                8: FLAG_PORTABLE | FLAG_TILED}
 MAX_TILE = 0xFFFF
 MAX_ANCHOR_WEIGHT_LOG2 = 15  # anchor weights are 2^1 .. 2^15
 # Version 6: the refinement step in quarters of an 8-bit level, 1.0 .. 255.0 (0: none), u16.
@@ -176,7 +181,7 @@ class ContainerHeader:
         adapted: images of versions 5, 6 with a portable prior: every pass of every tile was
             coded with its tables adapted, with the weight its stream names before it
             (`coding.latent_codec.ADAPTATION_WEIGHTS`); False: nothing adapted.
-        refinement_step: images of versions 6, 7: the step, in 8-bit levels (a multiple of 1/4,
+        refinement_step: images of versions 6 to 8: the step, in 8-bit levels (a multiple of 1/4,
             1 to 255), of the refinement (`coding.refinement`) whose stream is the chunk
             after the stages' (so `num_chunks` is `num_stages + 1`); 0: none.
     """

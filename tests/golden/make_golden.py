@@ -1,6 +1,6 @@
 """Remake the golden files of the current format version: for every shipped model, a 64x48
 crop of `examples/kodim23.png` at qualities 1, 6 and 12 and the refined quality 16 (images;
-format version 7, the others 5) or the first 2 s of
+format version 8, the others 5) or the first 2 s of
 `examples/speech-female.flac` at 1.5 and 6 kbps (audio); each as the `.vqc` file, the SHA-256
 of its indices and the decoded output. Files of an earlier format version stay in the manifest
 as they are (`{model}-{setting}.vqc`: version 2; later ones `{model}-{setting}-v{N}.vqc`),
@@ -29,7 +29,7 @@ from vqcodec.zoo.registry import load_model, shipped_models
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent.parent / "examples"
 IMAGE_QUALITIES = (1, 6, 12)
-REFINED_QUALITIES = (16,)  # past the ladder: written as version 7
+REFINED_QUALITIES = (16,)  # past the ladder: written as version 8
 AUDIO_KBPS = (1.5, 6.0)
 
 

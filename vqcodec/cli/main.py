@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..format import DEBLOCKED_VERSION, read_header
+from ..format import DEBLOCKED_VERSION, FILTERED_VERSION, read_header
 from .batch import AUDIO_FORMATS, IMAGE_FORMATS
 from .options import (device_option, jobs_option, model_option, quiet_option, read_input,
                       user_errors)
@@ -171,7 +171,9 @@ def info(input_path: str) -> None:
              *([f"adapted anchors: weight {h.anchor_weight}"] if h.anchor_weight else []),
              *(["adapted tables: every pass (its weight in the stream)"] if h.adapted else []),
              *([f"refinement: step {h.refinement_step:g} (8-bit levels), its own chunk"
-                + (", deblocked" if h.version >= DEBLOCKED_VERSION else "")]
+                + (", deblocked" if h.version >= DEBLOCKED_VERSION else "")
+                + (", restored by the refinement filter" if h.version >= FILTERED_VERSION
+                   else "")]
                if h.refinement_step else []),
              f"portable: {'yes (exact integer tables: decodes on any machine)' if h.portable else 'no (float tables: decodes where the CPU kernels round as the writer' + chr(39) + 's)'}",
              f"file size: {len(data)} bytes"]

@@ -224,3 +224,47 @@ def integerize(model, output, name, calibration) -> None:
                training={**loaded.training, "integerize_cpu_s": round(time.process_time() - t0, 1)})
     click.echo(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB) in "
                f"{time.process_time() - t0:.1f} CPU s")
+
+
+@train.command("refinement-examples")
+@click.argument("photos", nargs=-1, required=True)
+@click.option("--out", required=True, help="Folder of the examples (.npz, one per photo).")
+@click.option("--rank", type=int, default=0, show_default=True,
+              help="With --world: this process's share of the photos (side by side).")
+@click.option("--world", type=int, default=1, show_default=True)
+@user_errors
+def refinement_examples(photos, out, rank, world) -> None:
+    """Write the refinement filter's examples of PHOTOS (folders or files; resumable)."""
+    from ..train.refinement_filter import make_examples
+    if not 0 <= rank < world:
+        raise click.BadParameter("need 0 <= --rank < --world")
+    click.echo(f"wrote {make_examples(list(photos), out, rank=rank, world=world)} examples "
+               f"to {out}")
+
+
+@train.command("refinement-filter")
+@click.argument("run")
+@click.option("--examples", required=True, help="Folder of training examples.")
+@click.option("--val", "val_examples", required=True, help="Folder of validation examples.")
+@budget_options(minutes=30, lr=1e-3, batch=16)
+@click.option("--total-steps", type=int, default=12000, show_default=True,
+              help="The learning rate falls to 0 over these steps (cosine).")
+@click.option("--max-steps", type=int, default=None, help="Stop after this many steps.")
+@user_errors
+def refinement_filter(run, examples, val_examples, minutes, lr, batch, total_steps,
+                      max_steps) -> None:
+    """Train the refinement filter (format version 8) in RUN (resumable)."""
+    from ..train.refinement_filter import train_refinement_filter
+    train_refinement_filter(run=run, examples=examples, val=val_examples, minutes=minutes,
+                            lr=lr, batch=batch, total_steps=total_steps, max_steps=max_steps)
+
+
+@train.command("export-refinement-filter")
+@click.argument("run")
+@click.argument("output")
+@user_errors
+def export_refinement_filter(run, output) -> None:
+    """Write RUN's refinement filter as a safetensors file."""
+    from ..train.refinement_filter import export_refinement_filter as export
+    export(run, output)
+    click.echo(f"wrote {output} ({Path(output).stat().st_size / 1e3:.0f} kB)")

@@ -34,7 +34,8 @@ from ..pipelines.audio import (AudioCompression, compress_audio, decode_audio, d
                                encode_audio)
 from ..coding.refinement import encode_refinement
 from ..pipelines.image import (IMAGE_CONTEXT_STAGES, ImageCompression, compress_image,
-                               decompress_image, image_to_tensor, rgb_to_luma, to_8bit)
+                               decompress_image, image_to_tensor, restore_refined,
+                               rgb_to_luma, to_8bit)
 from ..zoo.registry import LoadedModel
 from .items import NamedClip, NamedImage, RDItem
 from .metrics import MS_SSIM_MIN_SIDE, clip_distortion, image_distortion, image_levels
@@ -201,12 +202,15 @@ def _image_batches(loaded: LoadedModel, images: Sequence[NamedImage],
 def _refine(rgb: torch.Tensor, originals: Sequence[np.ndarray], step: float,
             bits: list[float]) -> torch.Tensor:
     """Refine decoded pictures (uint8 [B, 3, h, w], grayscale ones as luma in all channels)
-    as `compress_image` does, adding each refinement's ideal bits to `bits`."""
+    as `compress_image` does and restore them as its decoder does (format version 8),
+    adding each refinement's ideal bits to `bits`."""
     out = rgb.clone()
     for j, original in enumerate(originals):
         base = rgb[j].permute(1, 2, 0).cpu().numpy()
         gray = original.ndim == 2
-        _, extra, refined = encode_refinement(original, base[..., 0] if gray else base, step)
+        base = base[..., 0] if gray else base
+        _, extra, refined = encode_refinement(original, base, step)
+        refined = restore_refined(refined, base, step, rgb.device)
         bits[j] += extra
         refined = np.repeat(refined[..., None], 3, axis=2) if gray else refined
         out[j] = torch.from_numpy(refined).permute(2, 0, 1).to(rgb.device)

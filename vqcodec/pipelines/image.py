@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from ..nn.image_autoencoder import decoder_halo
 from ..zoo.registry import DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_model
-from ..format import (DEBLOCKED_VERSION, FORMAT_VERSION, MAX_TILE, ContainerError,
+from ..format import (DEBLOCKED_VERSION, FILTERED_VERSION, FORMAT_VERSION, MAX_TILE,
+                      ContainerError,
                       ContainerHeader, MediaType, pack_container, refinement_held,
                       stage_payload)
 from ..device import resolve_device
@@ -30,6 +31,8 @@ from ..errors import InputError
 from ..io.image import as_image_array
 from ..coding import file_codec
 from ..coding.refinement import decode_refinement, encode_refinement
+from ..nn.refinement_filter import restore_picture
+from ..zoo.filters import load_refinement_filter
 from .file import Compression, decode_indices, encode_indices, open_file, stages_to_decode
 
 
@@ -199,8 +202,8 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
         model: shipped model name, model file path, or a loaded model.
         quality: 1..N (more stages, more bits); default: the model's default. Qualities
             past the model's ladder (`LoadedModel.refined_qualities`) also code a refinement
-            of the decoded picture (format version 7: version 6's, the refined picture
-            deblocked).
+            of the decoded picture (format version 8: version 6's, the refined picture
+            deblocked and restored by the shipped refinement filter).
         device: "auto", "cpu" or "cuda".
         tile: the side, in latent positions, of the tiles a latent grid larger than one
             tile is coded in (1..65535; the file records it); default `IMAGE_TILE`.
@@ -254,7 +257,7 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
         num_chunks=len(streams), tile=tile if tiled else 0, context_stages=context,
         adapted=adapted, refinement_step=step,
         # The oldest version that holds the file, so that earlier readers read it.
-        version=DEBLOCKED_VERSION if step else FORMAT_VERSION)
+        version=FILTERED_VERSION if step else FORMAT_VERSION)
     data = pack_container(header, streams)
     return ImageCompression(data=data, header=header, payload_bytes=payload_bits // 8,
                             nll_bits=nll_bits, num_pixels=height * width,
@@ -294,5 +297,16 @@ def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
     picture = indices_to_image(net, indices, channels, height, width, dev)
     if refinement is None:
         return picture
-    return decode_refinement(refinement, header.refinement_step, picture,
-                             deblocked=header.version >= DEBLOCKED_VERSION)
+    refined = decode_refinement(refinement, header.refinement_step, picture,
+                                deblocked=header.version >= DEBLOCKED_VERSION)
+    if header.version < FILTERED_VERSION:
+        return refined
+    return restore_refined(refined, picture, header.refinement_step, dev)
+
+
+def restore_refined(refined: np.ndarray, base: np.ndarray, step: float,
+                    device: torch.device) -> np.ndarray:
+    """A format version 8 decoder's picture: the refined, deblocked picture (uint8 HxWx3
+    or HxW) restored by the shipped refinement filter, which also sees the base picture."""
+    net, _ = load_refinement_filter(device=device)
+    return restore_picture(net, refined, base, step, device)
