@@ -13,7 +13,7 @@ from PIL import Image
 
 from vqcodec.cli.main import cli
 from vqcodec.coding.refinement import decode_refinement
-from vqcodec.errors import ModelError
+from vqcodec.errors import ModelError, TrainingError
 from vqcodec.format import DEBLOCKED_VERSION, FILTERED_VERSION, pack_container, unpack_container
 from vqcodec.nn import refinement_filter
 from vqcodec.nn.refinement_filter import (RefinementFilter, RefinementFilterConfig,
@@ -146,3 +146,27 @@ def test_info_says_a_version_8_file_is_restored(tmp_path, shipped, crop):
     r = CliRunner().invoke(cli, ["info", str(tmp_path / "a.vqc")])
     assert r.exit_code == 0, r.output
     assert "deblocked, restored by the refinement filter" in r.output
+
+
+def test_examples_training_resumes_and_exports(tmp_path, crop):
+    from vqcodec.train.refinement_filter import (export_refinement_filter, load_examples,
+                                                 make_examples, train_refinement_filter)
+    Image.fromarray(crop[:64, :96]).save(tmp_path / "a.png")
+    Image.fromarray(crop[32:96, 40:112]).convert("L").save(tmp_path / "b.png")
+    examples = tmp_path / "examples"
+    assert make_examples([str(tmp_path)], examples, steps=(48, 24)) == 2
+    assert make_examples([str(tmp_path)], examples, steps=(48, 24)) == 0  # resumable
+    loaded = load_examples(examples)
+    assert [d["refined"].shape for d in loaded] == [(2, 64, 96, 3), (2, 64, 72, 3)]
+    run = tmp_path / "run"
+    for _ in range(2):
+        train_refinement_filter(run=str(run), examples=str(examples), val=str(examples),
+                                minutes=5, max_steps=3, batch=2, crop=32,
+                                config=RefinementFilterConfig(channels=4, layers=1))
+    log = (run / "log.txt").read_text()
+    assert log.count("EVAL step") == 2 and "EVAL step 6 " in log and "48:" in log
+    export_refinement_filter(str(run), str(tmp_path / "f.safetensors"))
+    net, _ = load_refinement_filter(tmp_path / "f.safetensors")
+    assert net.config == RefinementFilterConfig(channels=4, layers=1)
+    with pytest.raises(TrainingError, match="no refinement examples"):
+        load_examples(tmp_path / "nothing")
