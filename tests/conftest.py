@@ -232,3 +232,9 @@ def assert_one_line_error(result, pattern: str) -> None:
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], lines
     assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="session")
+def shipped():
+    """The default shipped image model."""
+    return load_model("vqimage-v3i")

@@ -20,7 +20,7 @@ from vqcodec.format import (FILTERED_VERSION, REFINED_VERSION, ContainerHeader, 
                             refinement_held, stages_held, unpack_container)
 from vqcodec.pipelines.image import compress_image, decompress_image
 from vqcodec.zoo.registry import (IMAGE_LADDER_RUNGS, IMAGE_REFINEMENT_BASE,
-                                  IMAGE_REFINEMENT_STEPS, load_model)
+                                  IMAGE_REFINEMENT_STEPS)
 
 from conftest import assert_one_line_error, smooth_image
 
@@ -209,11 +209,6 @@ def test_a_step_above_63_levels_round_trips():
 
 
 # --- through the pipeline and the CLI ---------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def shipped():
-    return load_model("vqimage-v3i")
-
 
 @pytest.fixture(scope="module")
 def crop():

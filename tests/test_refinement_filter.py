@@ -21,7 +21,6 @@ from vqcodec.nn.refinement_filter import (RefinementFilter, RefinementFilterConf
 from vqcodec.pipelines.image import compress_image, decompress_image, restore_refined
 from vqcodec.zoo.filters import (REFINEMENT_FILTER_FILE, load_refinement_filter,
                                  save_refinement_filter)
-from vqcodec.zoo.registry import load_model
 
 # The shipped filter is part of format version 8: a new one needs a new version.
 SHIPPED_FILTER_SHA256 = "9555bb5ea1f3217a44ca541345768519f042ccf1953c755eabd1d54db242b04f"
@@ -29,11 +28,6 @@ SHIPPED_FILTER_SHA256 = "9555bb5ea1f3217a44ca541345768519f042ccf1953c755eabd1d54
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255 ** 2 / ((a.astype(np.float64) - b) ** 2).mean()))
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    return load_model("vqimage-v3i")
 
 
 @pytest.fixture(scope="module")
