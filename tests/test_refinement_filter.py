@@ -45,6 +45,11 @@ def _random_filter(seed: int = 0) -> RefinementFilter:
     return net.eval()
 
 
+def test_the_filter_knows_the_refinement_block():
+    from vqcodec.coding import refinement
+    assert refinement_filter.BLOCK == refinement.BLOCK
+
+
 def test_new_filter_is_the_identity(rng):
     net = RefinementFilter(config=RefinementFilterConfig(channels=8, layers=2)).eval()
     refined = rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-BLOCK = 8
+BLOCK = 8  # the refinement's block side (coding.refinement.BLOCK; nn does not import coding)
 STEP_SCALE = 64.0  # the step enters as step / STEP_SCALE
 ADDED_SCALE = 32.0  # refined - base enters in units of this many levels
 CORRECTION_SCALE = 8.0  # the output is a correction in units of step / CORRECTION_SCALE

@@ -17,7 +17,7 @@ import torchaudio
 from PIL import Image
 
 from ..errors import TrainingError
-from ..io.media import list_media
+from ..io.media import MediaKind, list_media
 
 SHARED_IMAGES = "../shared/data/images"
 SHARED_AUDIO = "../shared/data/audio"
@@ -50,13 +50,12 @@ def load_training_images(paths: list[str]) -> list[torch.Tensor]:
     """uint8 images [3, H, W] of image folders (searched recursively) and files; photos of
     600 px or more on the short side also come at half size."""
     images = []
-    for f in paths:
-        for p in list_media(f, "image", recursive=True) if Path(f).is_dir() else [Path(f)]:
-            im = load_rgb(p)
-            images.append(im)
-            if min(im.shape[1:]) >= 600:  # large photos also at half size: more scale variety
-                images.append(F.interpolate(im[None].float(), scale_factor=0.5, mode="area",
-                                            antialias=False)[0].round().to(torch.uint8))
+    for p in media_files(paths, "image"):
+        im = load_rgb(p)
+        images.append(im)
+        if min(im.shape[1:]) >= 600:  # large photos also at half size: more scale variety
+            images.append(F.interpolate(im[None].float(), scale_factor=0.5, mode="area",
+                                        antialias=False)[0].round().to(torch.uint8))
     return images
 
 
@@ -125,17 +124,17 @@ def default_audio_split() -> tuple[list[Path], list[Path]]:
     return train, val
 
 
-def audio_files(paths: list[str]) -> list[Path]:
-    """The audio files of folders (searched recursively) and files, in the given order."""
+def media_files(paths: list[str], kind: MediaKind) -> list[Path]:
+    """The files of `kind` of folders (searched recursively) and files, in the given order."""
     return [f for p in paths
-            for f in (list_media(p, "audio", recursive=True) if Path(p).is_dir() else [Path(p)])]
+            for f in (list_media(p, kind, recursive=True) if Path(p).is_dir() else [Path(p)])]
 
 
 def audio_split(train: list[str], val: list[str]) -> tuple[list[Path], list[Path]]:
     """The audio files of the given training / validation folders and files, or for either
     left empty the default split's."""
     default_train, default_val = default_audio_split()
-    return audio_files(train) or default_train, audio_files(val) or default_val
+    return media_files(train, "audio") or default_train, media_files(val, "audio") or default_val
 
 
 def load_mono(path: Path, sample_rate: int) -> torch.Tensor:

@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from ..coding.refinement import BLOCK, encode_refinement
 from ..errors import TrainingError
 from ..io.image import load_image
-from ..io.media import list_media
 from ..nn.refinement_filter import (RefinementFilter, RefinementFilterConfig,
                                     restore_picture)
 from ..pipelines.image import image_to_indices, indices_to_image
 from ..zoo.filters import save_refinement_filter
 from ..zoo.registry import DEFAULT_IMAGE_MODEL, IMAGE_REFINEMENT_BASE, load_model
+from .data import media_files
 from .loop import TrainingRun, single_process
 
 # Steps of the examples: the shipped ladder's (56 .. 14) and coarser ones, which a filtered
@@ -54,8 +54,7 @@ def make_examples(paths: list[str], out: str | Path, *, model: str = DEFAULT_IMA
     loaded = load_model(model)
     net, device = loaded.model, torch.device("cpu")
     stages, rd_lambda = loaded.rate_for_quality(IMAGE_REFINEMENT_BASE)
-    photos = sorted(p for f in paths for p in (
-        list_media(f, "image", recursive=True) if Path(f).is_dir() else [Path(f)]))
+    photos = sorted(media_files(paths, "image"))
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     written = 0
