@@ -164,6 +164,10 @@ def test_examples_training_resumes_and_exports(tmp_path, crop):
                                 config=RefinementFilterConfig(channels=4, layers=1))
     log = (run / "log.txt").read_text()
     assert log.count("EVAL step") == 2 and "EVAL step 6 " in log and "48:" in log
+    # The schedule ends at total_steps, and so does training (no steps at learning rate 0).
+    train_refinement_filter(run=str(run), examples=str(examples), val=str(examples),
+                            minutes=5, max_steps=10, total_steps=8, batch=2, crop=32)
+    assert "EVAL step 8 " in (run / "log.txt").read_text()
     export_refinement_filter(str(run), str(tmp_path / "f.safetensors"))
     net, _ = load_refinement_filter(tmp_path / "f.safetensors")
     assert net.config == RefinementFilterConfig(channels=4, layers=1)

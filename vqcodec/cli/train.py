@@ -247,16 +247,18 @@ def refinement_examples(photos, out, rank, world) -> None:
 @click.option("--examples", required=True, help="Folder of training examples.")
 @click.option("--val", "val_examples", required=True, help="Folder of validation examples.")
 @budget_options(minutes=30, lr=1e-3, batch=16)
-@click.option("--total-steps", type=int, default=12000, show_default=True,
-              help="The learning rate falls to 0 over these steps (cosine).")
+@click.option("--total-steps", type=click.IntRange(min=1), default=None,
+              help="The learning rate falls to 0 over these steps (cosine); training ends "
+                   "there [default: the shipped filter's].")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps.")
 @user_errors
 def refinement_filter(run, examples, val_examples, minutes, lr, batch, total_steps,
                       max_steps) -> None:
     """Train the refinement filter (format version 8) in RUN (resumable)."""
     from ..train.refinement_filter import train_refinement_filter
+    schedule = {} if total_steps is None else {"total_steps": total_steps}
     train_refinement_filter(run=run, examples=examples, val=val_examples, minutes=minutes,
-                            lr=lr, batch=batch, total_steps=total_steps, max_steps=max_steps)
+                            lr=lr, batch=batch, max_steps=max_steps, **schedule)
 
 
 @train.command("export-refinement-filter")

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorruptPayloadError
+from ..io.image import as_rgb
 from .entropy import IndexDecoder, IndexEncoder
 
 BLOCK = 8
@@ -111,10 +112,6 @@ def quantize(coefficients: np.ndarray, step: float) -> np.ndarray:
     return (np.sign(coefficients) * mag).astype(np.int16)
 
 
-def _as_rgb(picture: np.ndarray) -> np.ndarray:
-    return np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
-
-
 def block_grid(height: int, width: int) -> tuple[int, int]:
     """(block rows, blocks per row) of a picture: its 8x8 blocks, the last ones padded."""
     return -(-height // BLOCK), -(-width // BLOCK)
@@ -151,8 +148,8 @@ def quantize_residual(original: np.ndarray, picture: np.ndarray, step: float,
     bh, bw = block_grid(height, width)
     out = np.empty((3, bh * bw, BLOCK, BLOCK), dtype=np.int16)
     for top, bottom, first, end in _bands(height, width):
-        residual = (_as_rgb(original[top:bottom]).astype(np.float64)
-                    - _as_rgb(picture[top:bottom]))
+        residual = (as_rgb(original[top:bottom]).astype(np.float64)
+                    - as_rgb(picture[top:bottom]))
         coefficients = forward_transform(_pad(residual))
         q = quantize(coefficients, step)
         out[:, first:end] = q.reshape(3, end - first, BLOCK, BLOCK)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import RDError
+from ..io.image import as_rgb
 from ..io.media import MediaKind
 from .items import NamedClip, NamedImage, RDItem
 from .metrics import clip_distortion, image_distortion, image_levels
@@ -110,8 +111,8 @@ def _pil_codec(name: str, pil_format: str, *, gray_ok: bool, note: str) -> Basel
     from PIL import Image
 
     def encode(array: np.ndarray, quality: int) -> bytes:
-        if array.ndim == 2 and not gray_ok:
-            array = np.repeat(array[..., None], 3, axis=2)
+        if not gray_ok:
+            array = as_rgb(array)
         buf = io.BytesIO()
         Image.fromarray(array).save(buf, format=pil_format, quality=int(quality))
         return buf.getvalue()

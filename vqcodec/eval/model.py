@@ -30,6 +30,7 @@ import torch
 from ..coding import rate_codec
 from ..errors import RDError
 from ..io.audio import AudioClip
+from ..io.image import as_rgb
 from ..pipelines.audio import (AudioCompression, compress_audio, decode_audio, decompress_audio,
                                encode_audio)
 from ..coding.refinement import encode_refinement
@@ -212,8 +213,7 @@ def _refine(rgb: torch.Tensor, originals: Sequence[np.ndarray], step: float,
         _, extra, refined = encode_refinement(original, base, step)
         refined = restore_refined(refined, base, step, rgb.device)
         bits[j] += extra
-        refined = np.repeat(refined[..., None], 3, axis=2) if gray else refined
-        out[j] = torch.from_numpy(refined).permute(2, 0, 1).to(rgb.device)
+        out[j] = torch.from_numpy(as_rgb(refined)).permute(2, 0, 1).to(rgb.device)
     return out
 
 

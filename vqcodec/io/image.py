@@ -16,8 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .atomic import atomic_output
 from ..errors import InputError
 
-__all__ = ["MAX_PIXELS", "SAVE_EXTENSIONS", "InputError", "as_image_array", "check_image_target",
-           "load_image", "save_image"]
+__all__ = ["MAX_PIXELS", "SAVE_EXTENSIONS", "InputError", "as_image_array", "as_rgb",
+           "check_image_target", "load_image", "save_image"]
 
 MAX_PIXELS = 64 * 1024 * 1024
 """Largest image accepted (width * height), checked on the file header before decoding pixels.
@@ -95,6 +95,12 @@ def _pil_to_array(im: Image.Image, band_rows: int = 512) -> np.ndarray:
         out[top:top + band_rows] = np.asarray(im.crop((0, top, width,
                                                        min(top + band_rows, height))))
     return out
+
+
+def as_rgb(array: np.ndarray) -> np.ndarray:
+    """A uint8 picture as HxWx3: a grayscale one (HxW) as three equal channels, the way the
+    codec codes it; an RGB one as it is."""
+    return np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array
 
 
 def check_input_file(path: str | Path) -> Path:

@@ -28,7 +28,7 @@ from ..format import (DEBLOCKED_VERSION, FILTERED_VERSION, FORMAT_VERSION, MAX_T
                       stage_payload)
 from ..device import resolve_device
 from ..errors import InputError
-from ..io.image import as_image_array
+from ..io.image import as_image_array, as_rgb
 from ..coding import file_codec
 from ..coding.refinement import decode_refinement, encode_refinement
 from ..nn.refinement_filter import restore_picture
@@ -82,8 +82,7 @@ class ImageCompression(Compression):
 
 def image_to_tensor(array: np.ndarray, stride: int, device: torch.device) -> torch.Tensor:
     """uint8 HxW or HxWx3 -> float [1, 3, H', W'] in [0, 1], padded to multiples of stride."""
-    rgb = np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1)[None].float() / 255
+    x = torch.from_numpy(np.ascontiguousarray(as_rgb(array))).to(device).permute(2, 0, 1)[None].float() / 255
     h, w = array.shape[:2]
     pad_h, pad_w = -h % stride, -w % stride
     if pad_h or pad_w:

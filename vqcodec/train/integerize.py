@@ -36,7 +36,7 @@ def image_calibration_indices(loaded, images: Sequence[np.ndarray], *,
 def training_crops(folder: str | Path = IMAGE_CALIBRATION, count: int = 20, size: int = 256,
                    seed: int = 0) -> list[np.ndarray]:
     """`count` random size x size crops (uint8 RGB) of the images in `folder`."""
-    from ..io.image import load_image
+    from ..io.image import as_rgb, load_image
     from ..io.media import IMAGE_SUFFIXES
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
@@ -44,9 +44,7 @@ def training_crops(folder: str | Path = IMAGE_CALIBRATION, count: int = 20, size
     rng = np.random.default_rng(seed)
     crops = []
     for i in rng.choice(len(paths), size=min(count, len(paths)), replace=False):
-        a = load_image(paths[i])
-        if a.ndim == 2:
-            a = np.repeat(a[..., None], 3, axis=2)
+        a = as_rgb(load_image(paths[i]))
         h, w = a.shape[:2]
         y, x = rng.integers(0, max(h - size, 0) + 1), rng.integers(0, max(w - size, 0) + 1)
         crops.append(np.ascontiguousarray(a[y:y + size, x:x + size, :3]))

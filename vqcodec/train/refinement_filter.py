@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from ..coding.refinement import BLOCK, encode_refinement
 from ..errors import TrainingError
-from ..io.image import load_image
+from ..eval.metrics import psnr
+from ..io.image import as_rgb, load_image
 from ..nn.refinement_filter import (RefinementFilter, RefinementFilterConfig,
                                     restore_picture)
 from ..pipelines.image import image_to_indices, indices_to_image
@@ -35,6 +36,8 @@ from .loop import TrainingRun, single_process
 # Steps of the examples: the shipped ladder's (56 .. 14) and coarser ones, which a filtered
 # refinement may reach at rates where the quantizer's rungs stand today.
 EXAMPLE_STEPS = (80, 72, 64, 60, 56, 52, 48, 40, 32, 26, 21, 17, 14)
+# The shipped filter's training steps (its model card); the cosine schedule ends there.
+TOTAL_STEPS = 6000
 
 
 def make_examples(paths: list[str], out: str | Path, *, model: str = DEFAULT_IMAGE_MODEL,
@@ -62,9 +65,7 @@ def make_examples(paths: list[str], out: str | Path, *, model: str = DEFAULT_IMA
         target = folder / f"{path.stem}.npz"
         if i % world != rank or target.exists():
             continue
-        original = load_image(path)
-        if original.ndim == 2:
-            original = np.repeat(original[..., None], 3, axis=2)
+        original = as_rgb(load_image(path))
         indices = image_to_indices(net, original, stages, rd_lambda, device)
         base = indices_to_image(net, indices, 3, *original.shape[:2], device)
         refined = np.stack([encode_refinement(original, base, float(s))[2] for s in steps])
@@ -120,18 +121,22 @@ def filter_gains(net: RefinementFilter, examples: list[dict[str, np.ndarray]]
                  ) -> dict[float, tuple[float, float]]:
     """Mean PSNR (RGB, dB) over the examples at each step: (refined, restored)."""
     sums: dict[float, list[float]] = {}
+
+    def planes(picture: np.ndarray) -> torch.Tensor:  # [1, 3, H, W] in [0, 1], for psnr
+        return torch.from_numpy(picture).permute(2, 0, 1)[None].double() / 255
+
     for d in examples:
-        original = d["original"].astype(np.float64)
+        original = planes(d["original"])
         for k, step in enumerate(d["steps"]):
             restored = restore_picture(net, d["refined"][k], d["base"], float(step))
             for j, picture in enumerate((d["refined"][k], restored)):
-                mse = max(float(((picture - original) ** 2).mean()), 1e-10)
-                sums.setdefault(float(step), [0.0, 0.0])[j] += 10 * math.log10(255 ** 2 / mse)
+                sums.setdefault(float(step), [0.0, 0.0])[j] += float(
+                    psnr(planes(picture), original)[0])
     return {s: (a / len(examples), b / len(examples)) for s, (a, b) in sorted(sums.items())}
 
 
 def train_refinement_filter(*, run: str, examples: str, val: str, minutes: float,
-                            max_steps: int | None = None, total_steps: int = 12000,
+                            max_steps: int | None = None, total_steps: int = TOTAL_STEPS,
                             lr: float = 1e-3, batch: int = 16, crop: int = 64,
                             config: RefinementFilterConfig = RefinementFilterConfig(),
                             seed: int = 0) -> None:
@@ -140,8 +145,9 @@ def train_refinement_filter(*, run: str, examples: str, val: str, minutes: float
     Args:
         run: the run folder.
         examples, val: folders of training and validation examples.
-        minutes, max_steps: the budget of this call.
-        total_steps: the learning rate falls from `lr` to 0 over these steps (cosine).
+        minutes, max_steps: the budget of this call; training also stops at `total_steps`.
+        total_steps: the learning rate falls from `lr` to 0 over these steps (cosine), and
+            the run ends there.
         lr, batch, crop: Adam's learning rate, crops per step, their side (a multiple of 8).
         config: the filter's size (a new run's; a resumed run keeps its own).
         seed: of the crops (a resumed run draws on from a seed of its step).
@@ -160,9 +166,12 @@ def train_refinement_filter(*, run: str, examples: str, val: str, minutes: float
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     job.restore_optimizer(optimizer, lr=lr)
     rng = np.random.default_rng([seed, job.step])
+    # The schedule ends at total_steps: steps past it would run at learning rate 0.
+    left = max(0, total_steps - job.step)
+    max_steps = left if max_steps is None else min(max_steps, left)
 
     def take_step() -> list[float]:
-        progress = min(job.step, total_steps) / total_steps
+        progress = job.step / total_steps
         for group in optimizer.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * progress))
         refined, base, original, steps = _crops(train_set, batch, crop, rng)
