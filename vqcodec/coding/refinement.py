@@ -307,6 +307,9 @@ def _walk(mags: np.ndarray, grid_width: int, code, histogram: np.ndarray | None 
     blocks = mags.shape[1]
     part_size = refinement_part_size(blocks)
     counts = _initial_counts() if counts is None else np.array(counts, dtype=np.int64)
+    # Each row's sum, kept beside the rows (exact integers: a table is the same float
+    # whichever way its sum was formed).
+    totals = counts.sum(axis=1)
     activity = np.zeros((3, blocks), dtype=np.int64)
     for k in range(BLOCK * BLOCK):
         u, v = ZIGZAG[k]
@@ -315,16 +318,19 @@ def _walk(mags: np.ndarray, grid_width: int, code, histogram: np.ndarray | None 
             for start in range(0, blocks, part_size):
                 part = slice(start, min(start + part_size, blocks))
                 ctx = ctx_all[part]
-                rows = counts[ctx]
-                table = rows / rows.sum(axis=1, keepdims=True)
+                table = counts[ctx] / totals[ctx][:, None]
                 m = code(table, k, ch, part)
                 mags[ch, part, u, v] = m
                 sym = np.minimum(m, LITERALS)
                 np.add.at(counts, (ctx, sym), INCREMENT)
+                np.add.at(totals, ctx, INCREMENT)
                 if histogram is not None:
                     np.add.at(histogram, (ctx, sym), 1)
-                full = np.unique(ctx[counts[ctx].sum(axis=1) > LIMIT])
-                counts[full] = (counts[full] + 1) // 2
+                over = totals[ctx] > LIMIT
+                if over.any():
+                    full = np.unique(ctx[over])
+                    counts[full] = (counts[full] + 1) // 2
+                    totals[full] = counts[full].sum(axis=1)
             activity[ch] += mags[ch, :, u, v]
 
 
@@ -404,15 +410,34 @@ def encode_refinement(original: np.ndarray, picture: np.ndarray, step: float, *,
         return m
 
     _walk(mags, bw, code, histogram, counts)
+    return encoder.finish(), bits, apply_refinement(picture, q, step, deblocked=deblocked)
+
+
+def apply_refinement(picture: np.ndarray, q: np.ndarray, step: float, *,
+                     deblocked: bool = True) -> np.ndarray:
+    """The refined picture from `picture` (uint8) and its quantized coefficients q ([3,
+    blocks, 8, 8], signed), deblocked or not as the file's format version says (7: yes,
+    6: no)."""
     refined = refine(picture, q, step)
-    return encoder.finish(), bits, deblock(refined, step) if deblocked else refined
+    return deblock(refined, step) if deblocked else refined
 
 
 def decode_refinement(stream: bytes, step: float, picture: np.ndarray, *,
                       deblocked: bool = True) -> np.ndarray:
     """The refined picture: `picture` (the decoded one, uint8) and its refinement stream
     (untrusted); `deblocked` as the file's format version says (7: yes, 6: no)."""
-    height, width = picture.shape[:2]
+    q = decode_coefficients(stream, *picture.shape[:2])
+    return apply_refinement(picture, q, step, deblocked=deblocked)
+
+
+def decode_coefficients(stream: bytes, height: int, width: int) -> np.ndarray:
+    """The quantized coefficients [3, blocks, 8, 8] (int16, signed) of a height x width
+    picture's refinement stream (untrusted). No picture is needed: every table comes from
+    counts of what was decoded before, so this can run beside the decoder's networks.
+
+    Raises:
+        CorruptPayloadError: the stream does not fit.
+    """
     bh, bw = block_grid(height, width)
     blocks = bh * bw
     decoder = IndexDecoder(stream, num_codes=1 << ESCAPE_BITS)
@@ -436,5 +461,4 @@ def decode_refinement(stream: bytes, step: float, picture: np.ndarray, *,
         return m
 
     _walk(mags, bw, code)
-    refined = refine(picture, signed, step)
-    return deblock(refined, step) if deblocked else refined
+    return signed

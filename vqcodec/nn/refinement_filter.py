@@ -21,7 +21,10 @@ BLOCK = 8  # the refinement's block side (coding.refinement.BLOCK; nn does not i
 STEP_SCALE = 64.0  # the step enters as step / STEP_SCALE
 ADDED_SCALE = 32.0  # refined - base enters in units of this many levels
 CORRECTION_SCALE = 8.0  # the output is a correction in units of step / CORRECTION_SCALE
-BAND_ROWS = 256  # pixel rows filtered at once (memory, not format)
+# Pixel rows filtered at once (memory and speed, not format): on a Kodak picture with one
+# thread, 128-row bands in channels-last layout take 0.42 s, 256 rows 0.46 s, and the
+# default layout 0.75-0.85 s (session 16).
+BAND_ROWS = 128
 
 
 @dataclass(frozen=True)
@@ -81,9 +84,11 @@ class RefinementFilter(nn.Module):
 
 
 def _as_planes(picture: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 HxWx3 or HxW -> [1, 3, H, W] float32 (a gray picture as three equal channels)."""
+    """uint8 HxWx3 or HxW -> [1, 3, H, W] float32 (a gray picture as three equal channels),
+    channels-last in memory (oneDNN's fast layout for these convolutions)."""
     x = torch.from_numpy(np.ascontiguousarray(picture)).to(device, torch.float32)
-    return x.expand(3, *x.shape)[None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
+    x = x.expand(3, *x.shape)[None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ exactly as without tiles.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ from ..device import resolve_device
 from ..errors import InputError
 from ..io.image import as_image_array, as_rgb
 from ..coding import file_codec
-from ..coding.refinement import decode_refinement, encode_refinement
+from ..coding.refinement import apply_refinement, decode_coefficients, encode_refinement
 from ..nn.refinement_filter import restore_picture
 from ..zoo.filters import load_refinement_filter
 from .file import Compression, decode_indices, encode_indices, open_file, stages_to_decode
@@ -82,7 +83,8 @@ class ImageCompression(Compression):
 
 def image_to_tensor(array: np.ndarray, stride: int, device: torch.device) -> torch.Tensor:
     """uint8 HxW or HxWx3 -> float [1, 3, H', W'] in [0, 1], padded to multiples of stride."""
-    x = torch.from_numpy(np.ascontiguousarray(as_rgb(array))).to(device).permute(2, 0, 1)[None].float() / 255
+    rgb = torch.from_numpy(np.ascontiguousarray(as_rgb(array))).to(device)
+    x = rgb.permute(2, 0, 1)[None].float() / 255
     h, w = array.shape[:2]
     pad_h, pad_w = -h % stride, -w % stride
     if pad_h or pad_w:
@@ -290,17 +292,23 @@ def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
         raise ContainerError(f"truncated .vqc file: it holds the {header.num_stages} stages "
                              f"but not their refinement (decode those with --stages "
                              f"{header.num_stages})")
-    indices = decode_indices(header, loaded, stage_payload(header, payload), num_stages,
-                             *expected, complete=num_stages == header.num_stages,
-                             tile=header.tile or None)
-    picture = indices_to_image(net, indices, channels, height, width, dev)
-    if refinement is None:
-        return picture
-    refined = decode_refinement(refinement, header.refinement_step, picture,
-                                deblocked=header.version >= DEBLOCKED_VERSION)
+    with ThreadPoolExecutor(max_workers=1) as beside:
+        # The refinement's coefficients need no picture (their tables are counts), so they
+        # are read while the prior and the decoder run.
+        coefficients = (None if refinement is None else
+                        beside.submit(decode_coefficients, refinement, height, width))
+        indices = decode_indices(header, loaded, stage_payload(header, payload), num_stages,
+                                 *expected, complete=num_stages == header.num_stages,
+                                 tile=header.tile or None)
+        picture = indices_to_image(net, indices, channels, height, width, dev)
+        if coefficients is None:
+            return picture
+        q = coefficients.result()
+    step = header.refinement_step
+    refined = apply_refinement(picture, q, step, deblocked=header.version >= DEBLOCKED_VERSION)
     if header.version < FILTERED_VERSION:
         return refined
-    return restore_refined(refined, picture, header.refinement_step, dev)
+    return restore_refined(refined, picture, step, dev)
 
 
 def restore_refined(refined: np.ndarray, base: np.ndarray, step: float,

@@ -56,6 +56,7 @@ def load_refinement_filter(path: str | Path = REFINEMENT_FILTER_FILE, *,
             UnicodeDecodeError) as e:
         raise ModelError(f"not a vqcodec refinement filter file: {path} "
                          f"({type(e).__name__})") from None
-    net.eval().to(device)
+    # Channels-last weights, as restore_picture's inputs: oneDNN's fast layout on the CPU.
+    net.eval().to(device, memory_format=torch.channels_last)
     _CACHE[key] = (net, weights_hash(raw))
     return _CACHE[key]
