@@ -1,15 +1,17 @@
-"""Seconds to compress and decompress one Kodak image (the whole pipeline: transform, prior,
-range coder, container) at 1 and 2 torch threads, at a few qualities, and the share of the
-prior's table computation in it.
+"""Seconds to compress and decompress Kodak images (the whole pipeline: transform, prior,
+range coder, container) at 1 and 2 torch threads, at a few qualities.
 
     python benchmarks/image_speed.py [--model runs/vqimage-v3i.safetensors] \
         [--image ../shared/data/images/kodak/kodim23.png] [--qualities 1,6,12] [--threads 1,2]
 
-Each number is the best of --repeat runs (default 2), after one warm-up.
+--image is one image or a folder of them; with several, a summary line per threads and
+quality gives the median and the largest over the images. Each number is the best of --repeat
+runs (default 2), after one warm-up.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import torch
 
 from vqcodec.coding import file_codec
 from vqcodec.io.image import load_image
+from vqcodec.io.media import IMAGE_SUFFIXES
 from vqcodec.pipelines.image import compress_image, decompress_image
 from vqcodec.zoo.registry import DEFAULT_IMAGE_MODEL, load_model
 
@@ -44,26 +47,36 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     loaded = load_model(args.model)
-    image = load_image(Path(args.image))
-    n_q = loaded.ladder_qualities
+    source = Path(args.image)
+    paths = (sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+             if source.is_dir() else [source])
+    images = {p.name: load_image(p) for p in paths}
     qualities = ([int(q) for q in args.qualities.split(",")] if args.qualities
-                 else sorted({1, loaded.default_quality, n_q}))
+                 else sorted({1, loaded.default_quality, loaded.num_qualities}))
     codec = file_codec(loaded.model)
     print(f"{loaded.name} ({type(codec).__name__}, portable={getattr(codec, 'portable', False)}), "
-          f"{Path(args.image).name} {image.shape[1]}x{image.shape[0]}")
-    print("threads | quality | bpp | compress s (CPU s) | decompress s (CPU s)")
-    compress_image(image, model=loaded, quality=qualities[0], device="cpu")  # warm-up
+          f"{len(images)} image(s) from {source}")
+    print("image | threads | quality | bpp | compress s (CPU s) | decompress s (CPU s)")
+    first = next(iter(images.values()))
+    compress_image(first, model=loaded, quality=qualities[0], device="cpu")  # warm-up
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         for q in qualities:
-            enc, enc_cpu, result = best(lambda: compress_image(image, model=loaded, quality=q,
-                                                      device="cpu"), args.repeat)
-            dec, dec_cpu, decoded = best(lambda: decompress_image(result.data, model=loaded, device="cpu"),
-                                args.repeat)
-            assert decoded.shape == image.shape
-            print(f"{threads:7d} | {q:7d} | {result.bpp:.3f} | {enc:6.2f} ({enc_cpu:5.2f}) | "
-                  f"{dec:6.2f} ({dec_cpu:5.2f})", flush=True)
-
+            times = []
+            for name, image in images.items():
+                enc, enc_cpu, result = best(lambda: compress_image(
+                    image, model=loaded, quality=q, device="cpu"), args.repeat)
+                dec, dec_cpu, decoded = best(lambda: decompress_image(
+                    result.data, model=loaded, device="cpu"), args.repeat)
+                assert decoded.shape == image.shape
+                times.append((enc, dec))
+                print(f"{name} | {threads:7d} | {q:7d} | {result.bpp:.3f} | {enc:6.2f} "
+                      f"({enc_cpu:5.2f}) | {dec:6.2f} ({dec_cpu:5.2f})", flush=True)
+            if len(times) > 1:
+                enc, dec = zip(*times)
+                print(f"ALL {len(times)} | {threads:7d} | {q:7d} | median / max: compress "
+                      f"{statistics.median(enc):.2f} / {max(enc):.2f} s, decompress "
+                      f"{statistics.median(dec):.2f} / {max(dec):.2f} s", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -20,6 +20,7 @@ from vqcodec.format import (FILTERED_VERSION, REFINED_VERSION, ContainerHeader, 
                             refinement_held, stages_held, unpack_container)
 from vqcodec.pipelines.image import compress_image, decompress_image
 from vqcodec.zoo.registry import (IMAGE_LADDER_RUNGS, IMAGE_REFINEMENT_BASE,
+                                  IMAGE_REFINEMENT_BASE_STAGES,
                                   IMAGE_REFINEMENT_STEPS)
 
 from conftest import assert_one_line_error, smooth_image
@@ -222,7 +223,9 @@ def test_ladder_extends_grouped_models_only(shipped, tiny_model):
     assert shipped.num_qualities == n + len(IMAGE_REFINEMENT_STEPS)
     assert shipped.refinement_step(n) == 0.0
     assert shipped.refinement_step(n + 1) == IMAGE_REFINEMENT_STEPS[0]
-    assert shipped.rate_for_quality(n + 1) == shipped.rate_for_quality(IMAGE_REFINEMENT_BASE)
+    stages, rd_lambda = shipped.rate_for_quality(IMAGE_REFINEMENT_BASE)
+    assert shipped.rate_for_quality(n + 1) == (min(stages, IMAGE_REFINEMENT_BASE_STAGES),
+                                               rd_lambda)
     assert tiny_model.num_qualities == tiny_model.ladder_qualities == len(tiny_model.qualities)
     with pytest.raises(ModelError, match="quality must be 1..19"):
         shipped.rate_for_quality(20)
@@ -252,9 +255,10 @@ def test_refined_file_previews_and_truncation(shipped, crop):
     refined = compress_image(crop, model=shipped, quality=n + 2, device="cpu")
     base = compress_image(crop, model=shipped, quality=IMAGE_REFINEMENT_BASE, device="cpu")
     stages = refined.header.num_stages
-    # The stages alone are the base quality's picture.
+    # The stages alone are the base quality's first stages' picture.
+    assert stages == min(base.header.num_stages, IMAGE_REFINEMENT_BASE_STAGES)
     preview = decompress_image(refined.data, model=shipped, stages=stages)
-    assert np.array_equal(preview, decompress_image(base.data, model=shipped))
+    assert np.array_equal(preview, decompress_image(base.data, model=shipped, stages=stages))
     # Without its last chunk the file still decodes the stages, and says what is missing.
     _, chunks = unpack_container(refined.data)
     cut = refined.data[:len(refined.data) - len(chunks[-1]) - 8]

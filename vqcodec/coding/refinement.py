@@ -433,7 +433,8 @@ def decode_refinement(stream: bytes, step: float, picture: np.ndarray, *,
 def decode_coefficients(stream: bytes, height: int, width: int) -> np.ndarray:
     """The quantized coefficients [3, blocks, 8, 8] (int16, signed) of a height x width
     picture's refinement stream (untrusted). No picture is needed: every table comes from
-    counts of what was decoded before, so this can run beside the decoder's networks.
+    counts of what was decoded before. (Reading them in a thread or a forked process beside
+    the prior and the decoder did not pay on 2 cores: docs/ablations.md, session 16.)
 
     Raises:
         CorruptPayloadError: the stream does not fit.

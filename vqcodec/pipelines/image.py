@@ -14,7 +14,6 @@ exactly as without tiles.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +30,7 @@ from ..device import resolve_device
 from ..errors import InputError
 from ..io.image import as_image_array, as_rgb
 from ..coding import file_codec
-from ..coding.refinement import apply_refinement, decode_coefficients, encode_refinement
+from ..coding.refinement import decode_refinement, encode_refinement
 from ..nn.refinement_filter import restore_picture
 from ..zoo.filters import load_refinement_filter
 from .file import Compression, decode_indices, encode_indices, open_file, stages_to_decode
@@ -292,20 +291,15 @@ def decompress_image(data: bytes, *, model: str | LoadedModel | None = None,
         raise ContainerError(f"truncated .vqc file: it holds the {header.num_stages} stages "
                              f"but not their refinement (decode those with --stages "
                              f"{header.num_stages})")
-    with ThreadPoolExecutor(max_workers=1) as beside:
-        # The refinement's coefficients need no picture (their tables are counts), so they
-        # are read while the prior and the decoder run.
-        coefficients = (None if refinement is None else
-                        beside.submit(decode_coefficients, refinement, height, width))
-        indices = decode_indices(header, loaded, stage_payload(header, payload), num_stages,
-                                 *expected, complete=num_stages == header.num_stages,
-                                 tile=header.tile or None)
-        picture = indices_to_image(net, indices, channels, height, width, dev)
-        if coefficients is None:
-            return picture
-        q = coefficients.result()
+    indices = decode_indices(header, loaded, stage_payload(header, payload), num_stages,
+                             *expected, complete=num_stages == header.num_stages,
+                             tile=header.tile or None)
+    picture = indices_to_image(net, indices, channels, height, width, dev)
+    if refinement is None:
+        return picture
     step = header.refinement_step
-    refined = apply_refinement(picture, q, step, deblocked=header.version >= DEBLOCKED_VERSION)
+    refined = decode_refinement(refinement, step, picture,
+                                deblocked=header.version >= DEBLOCKED_VERSION)
     if header.version < FILTERED_VERSION:
         return refined
     return restore_refined(refined, picture, step, dev)
