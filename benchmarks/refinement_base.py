@@ -20,7 +20,7 @@ from PIL import Image
 
 from vqcodec.coding import refinement
 from vqcodec.eval.bd_rate import bd_rate
-from vqcodec.io.image import load_image
+from vqcodec.io.image import as_rgb, load_image
 from vqcodec.pipelines.image import compress_image, decompress_image
 from vqcodec.zoo.registry import DEFAULT_IMAGE_MODEL, load_model
 
@@ -31,14 +31,10 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255 ** 2 / ((a.astype(np.float64) - b) ** 2).mean()))
 
 
-def _as_rgb(a: np.ndarray) -> np.ndarray:
-    return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
-
-
 def _webp(image: np.ndarray, quality: int) -> tuple[int, np.ndarray]:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="WEBP", quality=quality)
-    return buf.tell(), _as_rgb(np.asarray(Image.open(io.BytesIO(buf.getvalue()))))
+    return buf.tell(), as_rgb(np.asarray(Image.open(io.BytesIO(buf.getvalue()))))
 
 
 def main() -> None:
@@ -56,7 +52,7 @@ def main() -> None:
     loaded = load_model(args.model)
     paths = sorted(p for p in Path(args.folder).iterdir()
                    if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[::args.every][:args.limit]
-    images = [_as_rgb(load_image(p)) for p in paths]
+    images = [as_rgb(load_image(p)) for p in paths]
     steps = [float(s) for s in args.steps.split(",")]
     webp = np.array([np.mean([(8 * _webp(x, q)[0] / x[..., 0].size, _psnr(_webp(x, q)[1], x))
                               for x in images], axis=0) for q in WEBP_QUALITIES])

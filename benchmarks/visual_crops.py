@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import vqcodec
-from vqcodec.io.image import load_image
+from vqcodec.io.image import as_rgb, load_image
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -60,9 +60,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    original = load_image(args.image)
-    if original.ndim == 2:
-        original = np.repeat(original[..., None], 3, axis=2)
+    original = as_rgb(load_image(args.image))
     h, w = original.shape[:2]
     x0, y0, cw, ch = (int(v) for v in args.crop.split(","))
 
