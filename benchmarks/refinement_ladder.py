@@ -13,7 +13,6 @@ filter's gains per step are the restored minus the deblocked rows.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
