@@ -27,7 +27,7 @@ from ..eval.metrics import psnr
 from ..io.image import as_rgb, load_image
 from ..nn.refinement_filter import (RefinementFilter, RefinementFilterConfig,
                                     restore_picture)
-from ..pipelines.image import image_to_indices, indices_to_image
+from ..pipelines.image import image_to_indices, image_to_tensor, indices_to_image
 from ..zoo.filters import save_refinement_filter
 from ..zoo.registry import DEFAULT_IMAGE_MODEL, IMAGE_REFINEMENT_BASE, load_model
 from .data import media_files
@@ -121,9 +121,10 @@ def filter_gains(net: RefinementFilter, examples: list[dict[str, np.ndarray]]
                  ) -> dict[float, tuple[float, float]]:
     """Mean PSNR (RGB, dB) over the examples at each step: (refined, restored)."""
     sums: dict[float, list[float]] = {}
+    cpu = torch.device("cpu")
 
-    def planes(picture: np.ndarray) -> torch.Tensor:  # [1, 3, H, W] in [0, 1], for psnr
-        return torch.from_numpy(picture).permute(2, 0, 1)[None].double() / 255
+    def planes(picture: np.ndarray) -> torch.Tensor:  # psnr's input; float64 sums as before
+        return image_to_tensor(picture, 1, cpu).double()
 
     for d in examples:
         original = planes(d["original"])
