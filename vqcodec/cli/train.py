@@ -135,10 +135,22 @@ def export_filter(run, output, base, name) -> None:
 @click.option("--init-prior", "init_prior_from", default=None,
               help="A grouped model (file or shipped name) whose prior a new job starts from "
                    "where the models share PCA components (vqimage-v4 from v3i).")
+@click.option("--from-model", "from_model", default=None,
+              help="Start a new RUN on this grouped model's (file or shipped name) frozen "
+                   "transform and quantizer, with a fresh prior of --width and --depth.")
+@click.option("--width", type=click.IntRange(min=1), default=None,
+              help="With --from-model: the new prior's channels (default: the model's).")
+@click.option("--depth", type=click.IntRange(min=1), default=None,
+              help="With --from-model: the new prior's residual blocks (default: the model's).")
 @user_errors
-def image_prior(run, train_paths, val_paths, minutes, lr, init_prior_from) -> None:
+def image_prior(run, train_paths, val_paths, minutes, lr, init_prior_from, from_model, width,
+                depth) -> None:
     """Train the prior on a frozen autoencoder (RUN/state.pt) into RUN/prior_state.pt."""
-    from ..train.image import train_prior
+    from ..train.image import start_prior_run, train_prior
+    if (width or depth) and not from_model:
+        raise click.UsageError("--width and --depth size a new run's prior: give --from-model")
+    if from_model:
+        start_prior_run(run, from_model, width=width, depth=depth)
     train_set, val_set = _image_split(train_paths, val_paths)
     train_prior(run=run, train=train_set, val=val_set, minutes=minutes, lr=lr,
                 init_prior_from=init_prior_from)

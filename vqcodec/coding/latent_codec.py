@@ -131,6 +131,15 @@ class AdaptiveCounts:
         s = c.sum(-1, keepdims=True) if sums is None else sums.reshape(-1, self.groups, 1)
         return (c * self.weight + self.seen[None] * s).reshape(counts.shape)
 
+    def table(self, counts: np.ndarray, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(`mix(counts, sums)`, that divided by its row sums: the probability table) of counts
+        [n * G, K] with row sums [n * G]."""
+        c = counts.reshape(-1, self.groups, counts.shape[-1])
+        mixed = np.multiply(c, self.weight)
+        mixed += self.seen[None] * sums.reshape(-1, self.groups, 1)
+        mixed = mixed.reshape(counts.shape)
+        return mixed, mixed / self.mixed_sums(sums)[:, None]
+
     def mixed_sums(self, sums: np.ndarray) -> np.ndarray:
         """The row sums of `mix(counts)` from those of counts [n * G]: sum * (weight + seen)."""
         return (sums.reshape(-1, self.groups) * (self.weight + self.seen.sum(-1))).reshape(
@@ -186,6 +195,11 @@ class PassWeights:
     """Which passes of a walk are adapted (`AdaptiveCounts`), and with what weight; this
     base adapts none."""
 
+    # Whether `weight` looks at the pass's counts (an encoder choosing). If not (a decoder
+    # reading the choice, a fixed weight), the walk asks before scoring the pass and codes it
+    # as it scores it, holding no whole-pass table.
+    needs_tables = True
+
     def adapts(self, stage: int, pass_index: int) -> bool:
         """Whether the pass may be adapted: the walk then scores the whole pass before
         coding any of it, and asks `weight`."""
@@ -201,6 +215,8 @@ class PassWeights:
 
 class AnchorWeight(PassWeights):
     """Format version 4: stage 0's first pass of every window, with one weight."""
+
+    needs_tables = False
 
     def __init__(self, weight: int) -> None:
         self.value = weight
@@ -240,6 +256,8 @@ class ReadWeights(PassWeights):
     """Format version 5, decoder: every pass's weight, `read(stage)` from the stage's stream
     (an index into `ADAPTATION_WEIGHTS`)."""
 
+    needs_tables = False
+
     def __init__(self, read: Callable[[int], int]) -> None:
         self.read = read
 
@@ -249,6 +267,16 @@ class ReadWeights(PassWeights):
     def weight(self, stage: int, window: Window, mask: torch.Tensor, counts: torch.Tensor,
                sums: torch.Tensor) -> int | None:
         return ADAPTATION_WEIGHTS[self.read(stage)]
+
+
+@dataclass(frozen=True)
+class PassAdaptation:
+    """How one pass's tables are adapted (`AdaptiveCounts`): with `weight`, known before the
+    pass is scored, or with the weight `choose(counts, sums)` picks from the whole pass's
+    counts [n * G, K] and row sums [n * G] (None: not adapted)."""
+
+    weight: int | None = None
+    choose: Callable[[torch.Tensor, torch.Tensor], int | None] | None = None
 
 
 @dataclass
@@ -369,12 +397,17 @@ class StageByStageCodec:
             for p, mask in enumerate(masks_of[schedules[s]]):
                 # The parts' indices, in order; an adapted pass reads them as it goes.
                 parts: list[np.ndarray] = []
-                weight_of = None
+                adaptation = None
                 if weights is not None and weights.adapts(s, p) and bool(mask.any()):
-                    def weight_of(counts, sums, s=s, mask=mask):
-                        return weights.weight(s, window, mask, counts, sums)
+                    if weights.needs_tables:
+                        def choose(counts, sums, s=s, mask=mask):
+                            return weights.weight(s, window, mask, counts, sums)
+                        adaptation = PassAdaptation(choose=choose)
+                    else:
+                        adaptation = PassAdaptation(
+                            weight=weights.weight(s, window, mask, None, None))
                 for part, scores, table in self._pass_tables(prepared, codes, visible, stage,
-                                                             mask, parts, weight_of):
+                                                             mask, parts, adaptation):
                     parts.append(code_pass(s, window, part, scores, table))
                 found = torch.from_numpy(np.concatenate(parts)).to(device).view(-1, per_position)
                 indices[s][mask] = found
@@ -397,14 +430,14 @@ class StageByStageCodec:
 
     def _pass_tables(self, coarse: torch.Tensor, codes: torch.Tensor, visible: torch.Tensor,
                      stage: torch.Tensor, mask: torch.Tensor, coded: list[np.ndarray],
-                     weight_of: Callable[[torch.Tensor, torch.Tensor], int | None] | None = None
+                     adaptation: PassAdaptation | None = None
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
         """(part mask, scores, probability table [n, K]) of the parts of one pass (see
         `PassCoder`; one row per symbol); `_nll_bits(scores, symbols)` is their ideal code
         length. `coarse`: what `_stage_input` made of the stage's coarse input; `coded`: the
         indices of the parts coded so far (the walk appends each before asking for the next);
-        `weight_of`: the pass's weight (`PassWeights.weight`) from its counts and their row
-        sums, to adapt its tables (`AdaptiveCounts`). Here the whole pass is one part."""
+        `adaptation`: how to adapt the pass's tables (exact codecs). Here the whole pass is
+        one part."""
         logits = self.prior.logits(coarse, codes, visible, stage)[0][mask]
         logits = logits.reshape(-1, logits.shape[-1])  # one row per symbol
         yield mask, logits, probability_table(logits)
@@ -679,17 +712,17 @@ class IntegerStageCodec(StageByStageCodec):
 
     def _pass_tables(self, coarse_acc: torch.Tensor | None, codes: torch.Tensor,
                      visible: torch.Tensor, stage: torch.Tensor, mask: torch.Tensor,
-                     coded: list[np.ndarray],
-                     weight_of: Callable[[torch.Tensor, torch.Tensor], int | None] | None = None
+                     coded: list[np.ndarray], adaptation: PassAdaptation | None = None
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
         # The features of the whole pass first: they depend on earlier passes only.
         features = self.prior.pass_features(coarse_acc, codes, visible, stage, mask)  # [n, C]
         g, k = max(self.prior.num_groups, 1), self.prior.num_codes
         rows, cols = mask.nonzero(as_tuple=True)  # raster order, as the features
 
+        constants = self.prior.scoring_constants(int(stage))
+
         def scored(start: int, end: int) -> torch.Tensor:  # counts [n' * G, K]
-            logits = self.prior.logits_from_features(features[None, start:end], stage)[0]
-            return self.prior.counts(logits.reshape(-1, k)).cpu()
+            return self.prior.feature_counts(features[start:end], constants).cpu()
 
         def part_mask(start: int, end: int) -> torch.Tensor:
             part = torch.zeros_like(mask)
@@ -697,33 +730,44 @@ class IntegerStageCodec(StageByStageCodec):
             return part
 
         n, step = len(features), self.SCORE_CHUNK
-        if weight_of is None:
+        if adaptation is None:
             for start in range(0, n, step):
                 counts = scored(start, start + step)
                 yield part_mask(start, start + step), counts, ExpTable.probabilities(counts).numpy()
             return
-        # An adapted pass: its weight is chosen from the whole pass's counts (float32 holds
-        # them exactly: they are integers below 2^24) and their exact row sums, then it is
-        # coded part by part. A table divided by its row sums, however they were summed, is
-        # the same float: the sums are exact integers.
-        whole = torch.empty(n * g, k, dtype=torch.float32)
-        sums = torch.empty(n * g, dtype=torch.float64)
-        for start in range(0, n, step):
-            counts = scored(start, start + step)
-            whole[start * g:start * g + len(counts)] = counts
-            sums[start * g:start * g + len(counts)] = counts.sum(1)
-        weight = weight_of(whole, sums)
-        adaptive = (None if weight is None else
-                    AdaptiveCounts(groups=g, num_codes=k, weight=weight))
-        step = step if adaptive is None else ANCHOR_PART
-        whole_np, sums_np = whole.numpy(), sums.numpy()
-        for start in range(0, n, step):
-            span = slice(start * g, (start + step) * g)
-            counts, total = whole_np[span].astype(np.float64), sums_np[span]
-            if adaptive is not None:
-                counts, total = adaptive.mix(counts, total), adaptive.mixed_sums(total)
-            yield part_mask(start, start + step), counts, counts / total[:, None]
-            if adaptive is not None:
+
+        step = -(-step // ANCHOR_PART) * ANCHOR_PART  # whole parts of ANCHOR_PART per chunk
+
+        def chunks() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+            # (first position, integer counts [n' * G, K] (float64), their exact row sums)
+            for start in range(0, n, step):
+                counts = scored(start, start + step).numpy()
+                yield start, counts, counts.sum(1)
+
+        weight, source = adaptation.weight, chunks()
+        if adaptation.choose is not None:
+            # An encoder chooses the weight from the whole pass's counts (float32 holds them
+            # exactly: they are integers below 2^24) and their exact row sums, then codes it.
+            whole = np.empty((n * g, k), dtype=np.float32)
+            sums = np.empty(n * g)
+            for start, counts, total in source:
+                whole[start * g:start * g + len(counts)] = counts
+                sums[start * g:start * g + len(counts)] = total
+            weight = adaptation.choose(torch.from_numpy(whole), torch.from_numpy(sums))
+            source = ((start, whole[start * g:(start + step) * g].astype(np.float64),
+                       sums[start * g:(start + step) * g]) for start in range(0, n, step))
+        # A table divided by its row sums, however they were summed, is the same float: the
+        # sums are exact integers.
+        if weight is None:
+            for start, counts, total in source:
+                yield part_mask(start, start + step), counts, counts / total[:, None]
+            return
+        adaptive = AdaptiveCounts(groups=g, num_codes=k, weight=weight)
+        for first, counts, total in source:
+            for start in range(0, len(total) // g, ANCHOR_PART):
+                span = slice(start * g, (start + ANCHOR_PART) * g)
+                mixed, table = adaptive.table(counts[span], total[span])
+                yield part_mask(first + start, first + start + ANCHOR_PART), mixed, table
                 adaptive.update(coded[-1])
 
     def _nll_bits(self, counts: torch.Tensor | np.ndarray, symbols: np.ndarray) -> float:

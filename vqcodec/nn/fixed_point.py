@@ -157,7 +157,8 @@ def clamp_activation(x: torch.Tensor, act_max: int = ACT_MAX) -> torch.Tensor:
 
 
 def requantize(acc: torch.Tensor, shift: int | torch.Tensor, *, dim: int = 1,
-               rounding: bool = True, act_max: int | None = ACT_MAX) -> torch.Tensor:
+               rounding: bool = True, act_max: int | None = ACT_MAX,
+               overwrite: bool = False) -> torch.Tensor:
     """Integer accumulator -> activation: floor((acc [+ 2^(shift-1)]) * 2^-shift), clamped.
 
     Args:
@@ -166,24 +167,37 @@ def requantize(acc: torch.Tensor, shift: int | torch.Tensor, *, dim: int = 1,
             one shift per channel of dimension `dim`.
         rounding: add half a step before flooring (round half up) when shifting right.
         act_max: clamp bound (None: no clamp).
+        overwrite: `acc` is a temporary of the caller's: computed in place in it (the same
+            operations in the same order, so the same integers, without three temporaries).
     """
     if isinstance(shift, torch.Tensor):
         view = [1] * acc.dim()
         view[dim] = -1
         scale, offset = shift_factors(shift.cpu().reshape(-1), device=acc.device)
-        out = acc + offset.view(view) if rounding else acc
-        out = torch.floor(out * scale.view(view))
+        offset, scale = offset.view(view), scale.view(view)
     else:
         shift = int(shift)
-        out = acc + pow2(shift - 1) if rounding and shift > 0 else acc
-        out = torch.floor(out * pow2(-shift))
-    return out if act_max is None else out.clamp(-act_max, act_max)
+        offset, scale = pow2(shift - 1) if shift > 0 else 0.0, pow2(-shift)
+    if not overwrite:
+        acc = acc.clone()
+    if rounding:
+        acc.add_(offset)
+    acc.mul_(scale).floor_()
+    return acc if act_max is None else acc.clamp_(-act_max, act_max)
 
 
 def leaky_relu(x: torch.Tensor, num: int = LEAKY_NUM, shift: int = LEAKY_SHIFT) -> torch.Tensor:
     """Integer leaky ReLU: x for x >= 0, floor(x * num / 2^shift) for x < 0 (exact for
-    |x| * num < 2^53; default slope 205/1024 ~ 0.2)."""
-    return torch.where(x >= 0, x, torch.floor((x * num) * pow2(-shift)))
+    |x| * num < 2^53; default slope 205/1024 ~ 0.2).
+
+    Computed as max(x, floor(x * (num / 2^shift))) for num < 2^shift: for an integer x >= 0
+    the floor is at most x, for x <= -1 it is at least x. One multiply by the exact constant
+    num / 2^shift gives the exact x * num / 2^shift (an integer below 2^53 scaled by a power
+    of two), so the values are those of the two-step form."""
+    if not 0 <= num < 2 ** shift:
+        return torch.where(x >= 0, x, torch.floor((x * num) * pow2(-shift)))
+    low = (x * (num * pow2(-shift))).floor_()
+    return torch.maximum(x, low, out=low)
 
 
 def floor_div(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
@@ -271,9 +285,10 @@ class _IntegerLayer(CompactState, nn.Module):
                           what=type(self).__name__)
 
     def _finish(self, acc: torch.Tensor, dim: int, extra: torch.Tensor | None) -> torch.Tensor:
+        # acc is the layer's own fresh accumulator: requantized in place.
         if extra is not None:
-            acc = acc + extra
-        return requantize(acc, self.shift, dim=dim)
+            acc = acc.add_(extra)
+        return requantize(acc, self.shift, dim=dim, overwrite=True)
 
 
 class IntegerConv2d(_IntegerLayer):

@@ -150,13 +150,14 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
             seen = bool(visible.any())
             acc = self.stem.bias.view(1, -1, 1, 1) + self.stage_embedding[stages][:, :, None, None]
             if coarse_acc is None and not seen:
-                return self._constant_features(fp.requantize(acc, self.stem.shift), mask)
+                return self._constant_features(
+                    fp.requantize(acc, self.stem.shift, overwrite=True), mask)
             if coarse_acc is not None:
                 acc = acc + coarse_acc
             if seen:
                 x = torch.cat([current.to(DTYPE), visible.to(DTYPE) * fp.pow2(self.in_exp)], 1)
-                acc = acc + F.conv2d(x, self.stem.weight[:, self.dim:], padding=1)
-            return self._trunk_at(fp.requantize(acc, self.stem.shift), mask)
+                acc = F.conv2d(x, self.stem.weight[:, self.dim:], padding=1).add_(acc)
+            return self._trunk_at(fp.requantize(acc, self.stem.shift, overwrite=True), mask)
 
     def _trunk_at(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The residual blocks and head from the stem's output h [1, width, H, W], the last
@@ -173,11 +174,12 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
         for dy in range(3):
             for dx in range(3):
                 acc2.addmm_(conv2.weight[:, :, dy, dx], padded[:, ii + dy, jj + dx])
-        h_at = fp.clamp_activation(h[0][:, ii, jj] + fp.requantize(acc2, conv2.shift, dim=0))
+        h_at = fp.clamp_activation(h[0][:, ii, jj] + fp.requantize(acc2, conv2.shift, dim=0,
+                                                                      overwrite=True))
         head = self.head
         acc = torch.addmm(head.bias[:, None], head.weight.reshape(len(head.weight), -1),
                           fp.leaky_relu(h_at))
-        return fp.requantize(acc, head.shift, dim=0).t()
+        return fp.requantize(acc, head.shift, dim=0, overwrite=True).t()
 
     def _constant_features(self, stem_out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """`pass_features` of an all-zero input, whose stem output is the same [1, width, 1, 1]
@@ -217,6 +219,33 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
             acc = torch.baddbmm(bias, f, books)  # [B*G, N, K]
             logits = acc.mul_(scale.reshape(b * g, 1, 1)).floor_()
             return logits.view(b, g, n, k).permute(0, 2, 1, 3)
+
+    def scoring_constants(self, stage: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What `feature_counts` scores one stage's features with, made once per pass: (code
+        embeddings [G, code_dim, K], bias with the rounding offset [G, 1, K], scale [G, 1, 1]),
+        as `logits_from_features` builds them."""
+        g, k = max(self.num_groups, 1), self.num_codes
+        scale, offset = fp.shift_factors(self.logit_shift[stage].cpu(),
+                                         device=self.code_embedding.device)  # [G] each
+        return (self.code_embedding[stage].transpose(1, 2),
+                (self.code_bias[stage] + offset[:, None]).reshape(g, 1, k), scale.reshape(g, 1, 1))
+
+    def feature_counts(self, features: torch.Tensor,
+                       constants: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Integer counts [n * G, K] (rows position-major, then group) of one stage's features
+        [n, G * code_dim], given its `scoring_constants`: `counts(logits_from_features(...))`,
+        the same integers, in fewer passes over the [G, n, K] table and with one copy (the
+        last gather's) instead of a transposing copy and four temporaries."""
+        n, g, k, c = len(features), max(self.num_groups, 1), self.num_codes, self.code_dim
+        books, bias, scale = constants
+        with fp.exact_mode():
+            f = features.reshape(n, g, c).transpose(0, 1)  # [G, n, c]
+            logits = torch.baddbmm(bias, f, books).mul_(scale).floor_()  # [G, n, K]
+            # d = max - logit in place, clamped to the table as `ExpTable.forward` does.
+            top = logits.amax(-1, keepdim=True)  # before the in-place negation
+            d = logits.neg_().add_(top)
+            d = d.clamp_(max=len(self.table.counts) - 1).to(torch.int64)
+            return torch.take(self.table.counts, d.transpose(0, 1)).view(n * g, k)
 
     def counts(self, logits: torch.Tensor) -> torch.Tensor:
         """Integer counts (>= 1) of integer logits, along the last dimension."""
@@ -300,7 +329,8 @@ class IntegerStagePrior(fp.CompactState, nn.Module):
 
 def _residual_block(h: torch.Tensor, conv1: IntegerConv2d, conv2: IntegerConv2d) -> torch.Tensor:
     """One integer residual block on the residual stream h."""
-    return fp.clamp_activation(h + conv2(fp.leaky_relu(conv1(fp.leaky_relu(h)))))
+    out = conv2(fp.leaky_relu(conv1(fp.leaky_relu(h))))  # a fresh tensor: added to in place
+    return out.add_(h).clamp_(-fp.ACT_MAX, fp.ACT_MAX)
 
 
 def _weight_exponents(weight: torch.Tensor) -> torch.Tensor:

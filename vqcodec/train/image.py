@@ -353,6 +353,33 @@ def train_grouped_codebooks(*, run: str, train: list[str], rd_lambda: float,
         job.save(model, None)
 
 
+def start_prior_run(run: str, base: str, *, width: int | None = None,
+                    depth: int | None = None) -> None:
+    """A new prior run on the frozen autoencoder and quantizer of the grouped model `base`
+    (file or shipped name), with a fresh prior of another size (`width` channels, `depth`
+    residual blocks; None: `base`'s): what `train_prior` then trains, on `base`'s transform
+    and ladder.
+
+    Raises:
+        TrainingError: the run already has a config, or `base` is not a grouped image model.
+    """
+    from ..zoo.registry import load_model
+    single_process("image-prior --from-model")
+    if (Path(run) / "config.json").exists():
+        raise TrainingError(f"{run} already holds a run; use a new run folder")
+    loaded = load_model(base)
+    loaded.require_kind("image")
+    old = loaded.model
+    if not old.config.num_groups:
+        raise TrainingError(f"{base} is not a grouped image model")
+    config = dataclasses.replace(old.config, prior_width=width or old.config.prior_width,
+                                 prior_depth=depth or old.config.prior_depth)
+    weights = {k: v for k, v in old.state_dict().items()
+               if not k.startswith(("prior.", "integer_prior."))}
+    write_run_config(run, config)
+    torch.save({"model": weights, "base": loaded.name}, Path(run) / "state.pt")
+
+
 def start_filter_run(run: str, base: str) -> None:
     """A new post-filter run whose model is the grouped model `base` (file or shipped name)
     with a decoder that also reads the quantizer's rate map (`rate_channels` = its groups).
