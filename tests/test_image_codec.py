@@ -133,3 +133,27 @@ def test_top_level_api(tiny_model_path, rng):
     data = vqcodec.compress(img, model=tiny_model_path, device="cpu")
     out = vqcodec.decompress(data, model=tiny_model_path, device="cpu")
     assert out.shape == img.shape and out.dtype == np.uint8
+
+
+def test_images_from_a_size_on_take_the_large_image_model(monkeypatch, tiny_model_path,
+                                                          tiny_integer_grouped_model_path, rng):
+    """With no model named, an image of LARGE_IMAGE_PIXELS or more is coded with
+    LARGE_IMAGE_MODEL (the shipped default's faster prior), a smaller one with the default;
+    the file names its model, so decoding needs no rule."""
+    from vqcodec.zoo import registry
+    assert registry.default_image_model(registry.LARGE_IMAGE_PIXELS - 1) == registry.DEFAULT_IMAGE_MODEL
+    assert registry.default_image_model(registry.LARGE_IMAGE_PIXELS) == registry.LARGE_IMAGE_MODEL
+    assert registry.LARGE_IMAGE_MODEL in registry.shipped_models()
+    monkeypatch.setattr(registry, "DEFAULT_IMAGE_MODEL", tiny_model_path)
+    monkeypatch.setattr(registry, "LARGE_IMAGE_MODEL", tiny_integer_grouped_model_path)
+    monkeypatch.setattr(registry, "LARGE_IMAGE_PIXELS", 32 * 48)
+    paths = {registry.load_model(p).name: p
+             for p in (tiny_model_path, tiny_integer_grouped_model_path)}
+    names = {}
+    for h, w in ((32, 48), (32, 32)):
+        data = compress_image((rng.random((h, w, 3)) * 255).astype(np.uint8), device="cpu").data
+        names[h * w] = unpack_container(data)[0].model_id
+        decoded = decompress_image(data, model=paths[names[h * w]], device="cpu")
+        assert decoded.shape == (h, w, 3)
+    assert names == {32 * 48: registry.load_model(tiny_integer_grouped_model_path).name,
+                     32 * 32: registry.load_model(tiny_model_path).name}

@@ -215,3 +215,42 @@ def test_training_run_resumes_saves_atomically_and_closes_its_log(tmp_path):
     assert lines[-1].startswith("EVAL step 2 wall ") and lines[-1].endswith(" ok")
     again = TrainingRun(tmp_path, log_file="f.txt", prefix="filter_")
     assert again.resumed and again.step == 2
+
+
+def test_prior_run_from_a_model_with_another_prior_size(tmp_path, rng, tiny_grouped_model_path):
+    """`train image-prior RUN --from-model M --width W` (`start_prior_run`): a fresh prior of
+    width W on M's frozen transform and quantizer, trained in RUN; a second start in the same
+    RUN is refused, and --width without --from-model too."""
+    import torch
+
+    from vqcodec.train.image import start_prior_run
+    from vqcodec.train.loop import read_run_config
+    from vqcodec.zoo.registry import load_model
+    data = make_image_folder(tmp_path / "imgs", rng)
+    run = tmp_path / "run"
+    base = load_model(tiny_grouped_model_path)
+    width = base.model.config.prior_width // 2
+    start_prior_run(str(run), tiny_grouped_model_path, width=width, depth=1)
+    config = read_run_config(run, "image")
+    assert (config.prior_width, config.prior_depth) == (width, 1)
+    assert config.autoencoder == base.model.config.autoencoder
+    state = torch.load(run / "state.pt", weights_only=True)["model"]
+    assert not any(k.startswith(("prior.", "integer_prior.")) for k in state)
+    assert torch.equal(state["quantizer.codebooks"],
+                       base.model.state_dict()["quantizer.codebooks"])
+    train_prior(run=str(run), train=[data], val=[data], minutes=5, crop=32, num_crops=8,
+                batch=2, max_steps=1, log_every=1, rd_lambdas=[0.01, 0.1])
+    prior = torch.load(run / "prior_state.pt", weights_only=True)["model"]
+    assert prior["prior.stem.weight"].shape[0] == width
+    assert torch.equal(prior["quantizer.codebooks"], state["quantizer.codebooks"])
+    from vqcodec.train.export import export_run
+    export_run(run, tmp_path / "f.safetensors", name="f", qualities=None, default_quality=1)
+    exported = load_model(str(tmp_path / "f.safetensors"))
+    assert exported.model.config.prior_width == width
+    assert exported.training.get("filter_steps") == base.training.get("filter_steps")
+    r = CliRunner().invoke(cli, ["train", "image-prior", str(run), "--from-model",
+                                 tiny_grouped_model_path, "--width", "8"])
+    assert r.exit_code == 1 and "already holds a run" in r.output, r.output
+    r = CliRunner().invoke(cli, ["train", "image-prior", str(tmp_path / "other"),
+                                 "--width", "8"])
+    assert r.exit_code != 0 and "--from-model" in r.output, r.output

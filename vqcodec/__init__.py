@@ -23,9 +23,7 @@ def compress(image, *, quality: int | None = None, model: str | None = None,
              device: str = "auto") -> bytes:
     """Compress an image to the bytes of a `.vqc` file."""
     from .pipelines.image import compress_image
-    from .zoo.registry import DEFAULT_IMAGE_MODEL
-    return compress_image(image, model=model or DEFAULT_IMAGE_MODEL, quality=quality,
-                          device=device).data
+    return compress_image(image, model=model, quality=quality, device=device).data
 
 
 def decompress(data: bytes, *, model: str | None = None, device: str = "auto",

@@ -97,14 +97,14 @@ def compress_one(job: FileJob, settings: CompressSettings) -> str:
 
     # Only now, with a readable input, are torch and the model needed.
     from ..pipelines import compress_audio, compress_image
-    from ..zoo.registry import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL
+    from ..zoo.registry import DEFAULT_AUDIO_MODEL
     if audio:
         with media:
             result = compress_audio(media, model=settings.model or DEFAULT_AUDIO_MODEL,
                                     bitrate=bitrate, device=settings.device)
     else:
-        result = compress_image(media, model=settings.model or DEFAULT_IMAGE_MODEL,
-                                quality=quality, device=settings.device)
+        result = compress_image(media, model=settings.model, quality=quality,
+                                device=settings.device)
     write_atomically(job.target, result.data)
     return f"{job.source} -> {job.target}: {result.describe()}"
 

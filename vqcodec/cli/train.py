@@ -217,8 +217,11 @@ def export(run, output, name, qualities, default_quality) -> None:
 @click.option("--name", required=True, help="Model id of the integerized model.")
 @click.option("--calibration", "calibration", default=None,
               help="Folder of calibration images (default: BSDS500 train).")
+@click.option("--prior-of", "prior_of", default=None,
+              help="A shipped model whose weights MODEL shares but for its prior: write the "
+                   "priors alone, loading takes the rest from it.")
 @user_errors
-def integerize(model, output, name, calibration) -> None:
+def integerize(model, output, name, calibration, prior_of) -> None:
     """Add the exact integer prior (portable files) to MODEL and write it to OUTPUT."""
     import sys
     import time
@@ -233,7 +236,8 @@ def integerize(model, output, name, calibration) -> None:
     net = integerize_model(loaded, images=images, log=sys.stderr)
     save_model(net, output, name=name, qualities=loaded.qualities,
                default_quality=loaded.default_quality,
-               training={**loaded.training, "integerize_cpu_s": round(time.process_time() - t0, 1)})
+               training={**loaded.training, "integerize_cpu_s": round(time.process_time() - t0, 1)},
+               prior_of=load_model(prior_of) if prior_of else None)
     click.echo(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB) in "
                f"{time.process_time() - t0:.1f} CPU s")
 

@@ -14,7 +14,7 @@ from ..format import MediaType, read_header
 from ..io.audio import AudioClip, AudioReader, save_audio
 from ..io.image import load_image, save_image
 from ..io.media import is_audio_path
-from ..zoo.registry import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL
+from ..zoo.registry import DEFAULT_AUDIO_MODEL
 from .audio import (AudioCompression, AudioInfo, compress_audio, decompress_audio,
                     decompress_audio_to_file)
 from .image import ImageCompression, compress_image, decompress_image
@@ -44,8 +44,7 @@ def compress_file(path: str | Path, *, quality: int | None = None, bitrate: floa
                                   bitrate=bitrate, device=device)
     if bitrate is not None:
         raise InputError("--bitrate is for audio; images take --quality")
-    return compress_image(load_image(path), model=model or DEFAULT_IMAGE_MODEL,
-                          quality=quality, device=device)
+    return compress_image(load_image(path), model=model, quality=quality, device=device)
 
 
 def decompress(data: bytes, *, model: str | None = None, device: str = "auto",

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..nn.image_autoencoder import decoder_halo
-from ..zoo.registry import DEFAULT_IMAGE_MODEL, LoadedModel, ModelError, load_model
+from ..zoo.registry import LoadedModel, ModelError, default_image_model, load_model
 from ..format import (DEBLOCKED_VERSION, FILTERED_VERSION, FORMAT_VERSION, MAX_TILE,
                       ContainerError,
                       ContainerHeader, MediaType, pack_container, refinement_held,
@@ -190,7 +190,7 @@ def image_to_indices(net, array: np.ndarray, stages: int, rd_lambda: float,
     return out
 
 
-def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
+def compress_image(image, *, model: str | LoadedModel | None = None,
                    quality: int | None = None, device: str = "auto",
                    tile: int = IMAGE_TILE,
                    context_stages: int | None = IMAGE_CONTEXT_STAGES,
@@ -199,7 +199,8 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
 
     Args:
         image: the image.
-        model: shipped model name, model file path, or a loaded model.
+        model: shipped model name, model file path, or a loaded model; None: the default
+            for the image's size (`zoo.registry.default_image_model`).
         quality: 1..N (more stages, more bits); default: the model's default. Qualities
             past the model's ladder (`LoadedModel.refined_qualities`) also code a refinement
             of the decoded picture (format version 8: version 6's, the refined picture
@@ -224,11 +225,13 @@ def compress_image(image, *, model: str | LoadedModel = DEFAULT_IMAGE_MODEL,
                          f"{context_stages!r}")
     start = time.perf_counter()
     dev = resolve_device(device)
+    array = as_image_array(image)
+    height, width = array.shape[:2]
+    if model is None:
+        model = default_image_model(height * width)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
     loaded.require_kind("image")
     net = loaded.model
-    array = as_image_array(image)
-    height, width = array.shape[:2]
     channels = 1 if array.ndim == 2 else 3
     quality = loaded.default_quality if quality is None else quality
     stages, rd_lambda = loaded.rate_for_quality(quality)

@@ -376,8 +376,15 @@ def start_prior_run(run: str, base: str, *, width: int | None = None,
                                  prior_depth=depth or old.config.prior_depth)
     weights = {k: v for k, v in old.state_dict().items()
                if not k.startswith(("prior.", "integer_prior."))}
+    # The base's own training record travels with its weights (export reports it).
+    record = {"step": loaded.training.get("autoencoder_steps", 0),
+              "cpu_s": loaded.training.get("autoencoder_cpu_s", 0.0),
+              "wall_s": loaded.training.get("autoencoder_wall_s", 0.0)}
+    if "filter_steps" in loaded.training:
+        record.update(filter_step=loaded.training["filter_steps"],
+                      filter_cpu_s=loaded.training["filter_cpu_s"])
     write_run_config(run, config)
-    torch.save({"model": weights, "base": loaded.name}, Path(run) / "state.pt")
+    torch.save({"model": weights, "base": loaded.name, **record}, Path(run) / "state.pt")
 
 
 def start_filter_run(run: str, base: str) -> None:

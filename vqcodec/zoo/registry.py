@@ -22,8 +22,15 @@ from ..errors import ModelError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_IMAGE_MODEL = "vqimage-v3i"
+# Images of LARGE_IMAGE_PIXELS or more are coded, when no model is named, with
+# LARGE_IMAGE_MODEL: DEFAULT_IMAGE_MODEL's transform and quantizer with a width-64 prior
+# (4x fewer multiply-adds per convolution), the same pictures for a few tenths of a percent
+# more or fewer bits (its model card), a quarter less time on a 2048x2048 photo.
+LARGE_IMAGE_MODEL = "vqimage-v3i-fast"
+LARGE_IMAGE_PIXELS = 2_000_000
 DEFAULT_AUDIO_MODEL = "vqaudio-v1i"
 INTEGER_PREFIX = "integer_prior."  # tensor names of a model's integer prior in its file
+PRIOR_PREFIXES = ("prior.", INTEGER_PREFIX)  # what a file of a prior alone holds (`prior_of`)
 
 # Grouped image models keep the first IMAGE_LADDER_RUNGS qualities of their own ladder; the
 # qualities after those (format version 6) code the picture of quality IMAGE_REFINEMENT_BASE,
@@ -120,22 +127,41 @@ class LoadedModel:
         return self.rate_for_quality(quality)[0]
 
 
+def default_image_model(num_pixels: int) -> str:
+    """The model an image of `num_pixels` pixels is coded with when none is named."""
+    return LARGE_IMAGE_MODEL if num_pixels >= LARGE_IMAGE_PIXELS else DEFAULT_IMAGE_MODEL
+
+
 def shipped_models() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
 
 
 def save_model(model: VQImageModel | VQAudioModel, path: str | Path, *, name: str,
                qualities: list, default_quality: int, half: bool = True,
-               training: dict | None = None) -> None:
+               training: dict | None = None, prior_of: "LoadedModel | None" = None) -> None:
     """Write weights (float16 when `half`, which halves the file) and metadata. An integer
     prior (`model.integer_prior`, see `nn/integer_prior.py`) is written exactly as it is: its
-    tensors hold integers and must not be rounded."""
+    tensors hold integers and must not be rounded.
+
+    Args:
+        prior_of: a shipped model whose every weight but the prior's `model` shares: only the
+            priors are written, with that model's name and weights hash, and loading takes
+            the rest from it (a second prior for a model costs its own size only).
+    """
     integer = model.integer_prior
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
                for k, v in model.state_dict().items() if not k.startswith(INTEGER_PREFIX)}
     meta = {"name": name, "kind": model.kind, "config": model.config.to_dict(),
             "qualities": qualities, "default_quality": default_quality,
             "training": training or {}}
+    if prior_of is not None:
+        shared = {k: v for k, v in prior_of.model.state_dict().items()
+                  if not k.startswith(PRIOR_PREFIXES)}
+        for k, v in shared.items():
+            if not torch.equal(tensors[k].to(v.dtype), v.cpu()):
+                raise ModelError(f"{k} differs from {prior_of.name}'s: not a prior of it")
+        tensors = {k: v for k, v in tensors.items() if k.startswith(PRIOR_PREFIXES)}
+        meta["prior_of"] = {"name": prior_of.name, "weights_hash": prior_of.weights_hash.hex()}
     if integer is not None:
         # The integer modules keep their integers in int16/int32 in state dicts (15-bit
         # weights take 2 bytes), exact both ways.
@@ -192,7 +218,11 @@ def load_model(name_or_path: str = DEFAULT_IMAGE_MODEL, *,
                                      if k.startswith(INTEGER_PREFIX)})
             model.integer_prior = integer
         state = model.state_dict()
+        if "prior_of" in meta:
+            tensors = {**_shared_weights(meta["prior_of"], path), **tensors}
         model.load_state_dict({k: v.to(state[k].dtype) for k, v in tensors.items()})
+    except ModelError:  # a prior alone whose shipped model does not fit: its own message
+        raise
     except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError, OSError,
             UnicodeDecodeError) as e:
         raise ModelError(f"not a vqcodec model file: {path} ({type(e).__name__})") from None
@@ -203,6 +233,16 @@ def load_model(name_or_path: str = DEFAULT_IMAGE_MODEL, *,
                          training=dict(meta.get("training", {})))
     _CACHE[key] = loaded
     return loaded
+
+
+def _shared_weights(prior_of: dict, path: Path) -> dict[str, torch.Tensor]:
+    """The weights a file of a prior alone takes from its shipped model (checked by hash)."""
+    base = load_model(prior_of["name"])
+    if base.weights_hash.hex() != prior_of["weights_hash"]:
+        raise ModelError(f"{path} is a prior of model {prior_of['name']!r} with weights "
+                         f"{prior_of['weights_hash']}, not of the one here "
+                         f"({base.weights_hash.hex()})")
+    return {k: v for k, v in base.model.state_dict().items() if not k.startswith(PRIOR_PREFIXES)}
 
 
 def model_for_header(header: ContainerHeader, model: str | LoadedModel | None,
