@@ -134,10 +134,7 @@ class AdaptiveCounts:
     def table(self, counts: np.ndarray, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(`mix(counts, sums)`, that divided by its row sums: the probability table) of counts
         [n * G, K] with row sums [n * G]."""
-        c = counts.reshape(-1, self.groups, counts.shape[-1])
-        mixed = np.multiply(c, self.weight)
-        mixed += self.seen[None] * sums.reshape(-1, self.groups, 1)
-        mixed = mixed.reshape(counts.shape)
+        mixed = self.mix(counts, sums)
         return mixed, mixed / self.mixed_sums(sums)[:, None]
 
     def mixed_sums(self, sums: np.ndarray) -> np.ndarray:
@@ -209,7 +206,8 @@ class PassWeights:
                sums: torch.Tensor) -> int | None:
         """The weight of a pass that `adapts` (None: not adapted), given its integer counts
         [n * G, K] as they are (stream order), their row sums [n * G] and its positions
-        `mask` in `window`."""
+        `mask` in `window`; without `needs_tables` it is asked before the pass is scored,
+        with counts and sums None."""
         return None
 
 

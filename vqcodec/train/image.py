@@ -363,7 +363,7 @@ def start_prior_run(run: str, base: str, *, width: int | None = None,
     Raises:
         TrainingError: the run already has a config, or `base` is not a grouped image model.
     """
-    from ..zoo.registry import load_model
+    from ..zoo.registry import PRIOR_PREFIXES, load_model
     single_process("image-prior --from-model")
     if (Path(run) / "config.json").exists():
         raise TrainingError(f"{run} already holds a run; use a new run folder")
@@ -375,7 +375,7 @@ def start_prior_run(run: str, base: str, *, width: int | None = None,
     config = dataclasses.replace(old.config, prior_width=width or old.config.prior_width,
                                  prior_depth=depth or old.config.prior_depth)
     weights = {k: v for k, v in old.state_dict().items()
-               if not k.startswith(("prior.", "integer_prior."))}
+               if not k.startswith(PRIOR_PREFIXES)}
     # The base's own training record travels with its weights (export reports it).
     record = {"step": loaded.training.get("autoencoder_steps", 0),
               "cpu_s": loaded.training.get("autoencoder_cpu_s", 0.0),
